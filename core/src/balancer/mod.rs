@@ -1,0 +1,1 @@
+//! Backend selection algorithms (API contract; implementation in progress).

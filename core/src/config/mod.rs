@@ -1,0 +1,1 @@
+//! Configuration (API contract; implementation in progress).

@@ -1,0 +1,268 @@
+//! The I/O trait (`Env`) and its real backends.
+//!
+//! Everything the proxy core may observe comes through [`Env`]: sockets, spawning, time,
+//! randomness and name resolution. The core is generic over it, so the same proxy code
+//! runs on real sockets ([`tokio`](crate::io::tokio), epoll on Linux and kqueue on the
+//! BSDs and macOS) and on turmoil's simulated network (the `gobalancer-sim` crate).
+//!
+//! Reads and writes use **owned buffers**: an [`IoBuf`] goes into the call and comes back
+//! with the result. That is the only shape a completion-based backend (io_uring) can serve
+//! without an extra copy, and readiness backends serve it for free.
+//!
+//! # Cancellation rule
+//!
+//! On a completion backend a dropped read may already have consumed bytes. The core never
+//! drops an in-flight read and then keeps using the stream: when a read loses a race
+//! against a timeout ([`race`]), the connection it belongs to is closed.
+//!
+//! # Thread per core
+//!
+//! Each worker runs a single-threaded runtime. Futures handed to [`Env::spawn`] need not
+//! be `Send`, and per-worker state uses `Rc`/`Cell`.
+#![allow(async_fn_in_trait)] // Futures are deliberately not `Send`: thread per core.
+
+mod buf;
+mod race;
+pub mod tokio;
+
+pub use buf::IoBuf;
+pub use race::{join, race, Either};
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// The result of an owned-buffer operation: the outcome and the buffer, returned in
+/// every case so that it can go back to its pool.
+pub type BufResult<T> = (io::Result<T>, IoBuf);
+
+/// A point on an [`Env`]'s monotonic clock: the time elapsed since the environment's
+/// origin. Pure code (balancer, health) takes it as an argument, so tests construct it
+/// directly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(Duration);
+
+impl Instant {
+    /// The environment's origin.
+    pub const ZERO: Instant = Instant(Duration::ZERO);
+
+    /// The instant `since_origin` after the origin.
+    pub const fn from_origin(since_origin: Duration) -> Instant {
+        Instant(since_origin)
+    }
+
+    /// Time since the origin.
+    pub const fn since_origin(self) -> Duration {
+        self.0
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl std::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, rhs: Duration) -> Instant {
+        Instant(self.0.saturating_add(rhs))
+    }
+}
+
+/// Options for a listening socket.
+#[derive(Clone, Copy, Debug)]
+pub struct BindOptions {
+    /// `SO_REUSEPORT`: one listener per worker on the same address; the kernel spreads
+    /// connections across them.
+    pub reuse_port: bool,
+    /// Length of the kernel's accept queue.
+    pub backlog: u32,
+}
+
+impl Default for BindOptions {
+    fn default() -> Self {
+        BindOptions {
+            reuse_port: true,
+            backlog: 1024,
+        }
+    }
+}
+
+/// Reading half of a stream (or a whole stream).
+pub trait OwnedRead: 'static {
+    /// Reads into the spare capacity of `buf` (appending after its filled bytes).
+    /// `Ok(0)` means end of stream (the peer sent FIN). `buf` must have spare capacity.
+    async fn read(&mut self, buf: IoBuf) -> BufResult<usize>;
+}
+
+/// Writing half of a stream (or a whole stream).
+pub trait OwnedWrite: 'static {
+    /// Writes some of the unconsumed bytes of `buf` and consumes what was written.
+    async fn write(&mut self, buf: IoBuf) -> BufResult<usize>;
+
+    /// Writes every unconsumed byte of `buf`. On success `buf` comes back empty.
+    async fn write_all(&mut self, mut buf: IoBuf) -> BufResult<()> {
+        while !buf.is_empty() {
+            let (res, b) = self.write(buf).await;
+            buf = b;
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(_) => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Sends FIN: no more bytes in this direction; the other direction stays open.
+    async fn shutdown(&mut self) -> io::Result<()>;
+
+    /// Closes with RST instead of FIN (zero linger). Backends that cannot send an RST
+    /// (the simulated network) close normally.
+    fn abort(self)
+    where
+        Self: Sized;
+}
+
+/// A connected byte stream.
+pub trait Stream: OwnedRead + OwnedWrite + Sized {
+    /// The reading half after [`Stream::into_split`].
+    type Read: OwnedRead;
+    /// The writing half after [`Stream::into_split`]; aborting it resets the connection.
+    type Write: OwnedWrite;
+
+    /// Splits into halves that can be used from two futures at once.
+    fn into_split(self) -> (Self::Read, Self::Write);
+
+    /// Address of the remote end.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Address of the local end.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A bound, listening socket.
+pub trait Listener: 'static {
+    /// The stream type of accepted connections.
+    type Stream: Stream;
+
+    /// Waits for the next connection.
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)>;
+
+    /// The address actually bound (a port 0 bind reports the chosen port).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// Everything the core may observe of the outside world.
+///
+/// Cloning is cheap; each worker holds its own clone.
+pub trait Env: Clone + 'static {
+    /// Connected stream.
+    type Stream: Stream;
+    /// Listening socket producing [`Env::Stream`]s.
+    type Listener: Listener<Stream = Self::Stream>;
+
+    /// Binds a listening socket.
+    async fn bind(&self, addr: SocketAddr, opts: BindOptions) -> io::Result<Self::Listener>;
+
+    /// Opens a connection (with `TCP_NODELAY` where the backend has it). No timeout of
+    /// its own: callers race it against [`Env::sleep_until`].
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Stream>;
+
+    /// Resolves `name` ("host:port") to addresses.
+    async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>>;
+
+    /// Runs `fut` on the current worker. It need not be `Send`.
+    fn spawn<F: Future<Output = ()> + 'static>(&self, fut: F);
+
+    /// The monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// Completes at `deadline` (at once if it has passed).
+    async fn sleep_until(&self, deadline: Instant);
+
+    /// Wall-clock time, for logs only; never for timeouts.
+    fn wall_clock(&self) -> SystemTime;
+
+    /// A uniformly distributed random number. Seeded by the environment: from the OS in
+    /// production, from the scenario seed in the simulation.
+    fn random_u64(&self) -> u64;
+
+    /// Sleeps for `dur`.
+    async fn sleep(&self, dur: Duration) {
+        let deadline = self.now() + dur;
+        self.sleep_until(deadline).await
+    }
+}
+
+/// Runs `fut` with a deadline. `None` means the deadline passed first; `fut` has then
+/// been dropped, so by the cancellation rule any stream it was reading must be closed.
+pub async fn timeout_at<E: Env, F: Future>(env: &E, deadline: Instant, fut: F) -> Option<F::Output> {
+    match race(fut, env.sleep_until(deadline)).await {
+        Either::Left(v) => Some(v),
+        Either::Right(()) => None,
+    }
+}
+
+/// A small portable PRNG (SplitMix64). Written here rather than taken from `rand` so that
+/// the simulation's streams never change with a dependency upgrade: a seed must replay
+/// the same run for as long as the scenario file exists.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator starting from `seed`.
+    pub const fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    /// The next number of the stream.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// FNV-1a, 64 bit: a fixed, seedless hash for things that must hash the same in every
+/// process and on every run (seeds from host names, trace digests, client keys).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix_reference_values() {
+        // Reference stream of SplitMix64 from seed 0 (Vigna's splitmix64.c).
+        let mut r = SplitMix64::new(0);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn instant_arithmetic_saturates() {
+        let t = Instant::from_origin(Duration::from_secs(1));
+        assert_eq!(t.saturating_duration_since(Instant::ZERO), Duration::from_secs(1));
+        assert_eq!(Instant::ZERO.saturating_duration_since(t), Duration::ZERO);
+        assert_eq!((t + Duration::MAX).since_origin(), Duration::MAX);
+    }
+}

@@ -1,0 +1,221 @@
+//! The tokio backend of [`Env`]: epoll on Linux, kqueue on the BSDs and macOS (through
+//! tokio and mio).
+//!
+//! Each worker runs a current-thread runtime inside a `LocalSet`; [`TokioEnv::spawn`] is
+//! `spawn_local`. Listeners are bound with socket2 so that every worker can hold its own
+//! `SO_REUSEPORT` socket on the same address.
+// This file is one of the two places (with main.rs) allowed to read the real clock and OS
+// entropy: it is what provides them to the rest of the core.
+#![allow(clippy::disallowed_methods)]
+
+use super::{BindOptions, BufResult, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, SplitMix64, Stream};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Real sockets and the real clock. One per worker thread.
+#[derive(Clone)]
+pub struct TokioEnv {
+    origin: tokio::time::Instant,
+    rng: Rc<RefCell<SplitMix64>>,
+}
+
+impl TokioEnv {
+    /// A new environment whose clock starts now and whose random stream is seeded from
+    /// the operating system.
+    pub fn new() -> TokioEnv {
+        TokioEnv {
+            origin: tokio::time::Instant::now(),
+            rng: Rc::new(RefCell::new(SplitMix64::new(rand::random::<u64>()))),
+        }
+    }
+
+    /// Wraps an already bound standard listener (see [`bind_std`]). Must be called on the
+    /// worker's runtime.
+    pub fn listener_from_std(&self, l: std::net::TcpListener) -> io::Result<TokioListener> {
+        l.set_nonblocking(true)?;
+        Ok(TokioListener {
+            inner: tokio::net::TcpListener::from_std(l)?,
+        })
+    }
+}
+
+impl Default for TokioEnv {
+    fn default() -> Self {
+        TokioEnv::new()
+    }
+}
+
+/// Binds a listening socket outside any runtime, so that the binary can bind every
+/// listener of every worker before it starts serving: if one address is in use, nothing
+/// is bound and the process exits with the error.
+pub fn bind_std(addr: SocketAddr, opts: BindOptions) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+impl Env for TokioEnv {
+    type Stream = TokioStream;
+    type Listener = TokioListener;
+
+    async fn bind(&self, addr: SocketAddr, opts: BindOptions) -> io::Result<TokioListener> {
+        self.listener_from_std(bind_std(addr, opts)?)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TokioStream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(TokioStream { inner: s })
+    }
+
+    async fn resolve(&self, name: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host(name).await?.collect())
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_origin(tokio::time::Instant::now().saturating_duration_since(self.origin))
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        tokio::time::sleep_until(self.origin + deadline.since_origin()).await
+    }
+
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn random_u64(&self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
+}
+
+/// A tokio listening socket.
+pub struct TokioListener {
+    inner: tokio::net::TcpListener,
+}
+
+impl Listener for TokioListener {
+    type Stream = TokioStream;
+
+    async fn accept(&mut self) -> io::Result<(TokioStream, SocketAddr)> {
+        let (s, peer) = self.inner.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((TokioStream { inner: s }, peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A tokio TCP stream.
+pub struct TokioStream {
+    inner: tokio::net::TcpStream,
+}
+
+/// Reads into the spare capacity of `buf` without ever growing it.
+async fn read_into<R: tokio::io::AsyncRead + Unpin>(r: &mut R, mut buf: IoBuf) -> BufResult<usize> {
+    if buf.spare_capacity() == 0 {
+        return (Err(io::Error::new(io::ErrorKind::InvalidInput, "read into a full buffer")), buf);
+    }
+    let res = r.read_buf(buf.vec_mut()).await;
+    (res, buf)
+}
+
+async fn write_from<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, mut buf: IoBuf) -> BufResult<usize> {
+    let res = w.write(buf.bytes()).await;
+    if let Ok(n) = res {
+        buf.consume(n);
+    }
+    (res, buf)
+}
+
+impl OwnedRead for TokioStream {
+    async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
+        read_into(&mut self.inner, buf).await
+    }
+}
+
+impl OwnedWrite for TokioStream {
+    async fn write(&mut self, buf: IoBuf) -> BufResult<usize> {
+        write_from(&mut self.inner, buf).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.inner.shutdown().await
+    }
+
+    fn abort(self) {
+        // A failure here only means the socket is already gone; the drop closes it anyway.
+        let _ = self.inner.set_zero_linger();
+    }
+}
+
+impl Stream for TokioStream {
+    type Read = TokioReadHalf;
+    type Write = TokioWriteHalf;
+
+    fn into_split(self) -> (TokioReadHalf, TokioWriteHalf) {
+        let (r, w) = self.inner.into_split();
+        (TokioReadHalf { inner: r }, TokioWriteHalf { inner: w })
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Reading half of a [`TokioStream`].
+pub struct TokioReadHalf {
+    inner: OwnedReadHalf,
+}
+
+impl OwnedRead for TokioReadHalf {
+    async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
+        read_into(&mut self.inner, buf).await
+    }
+}
+
+/// Writing half of a [`TokioStream`].
+pub struct TokioWriteHalf {
+    inner: OwnedWriteHalf,
+}
+
+impl OwnedWrite for TokioWriteHalf {
+    async fn write(&mut self, buf: IoBuf) -> BufResult<usize> {
+        write_from(&mut self.inner, buf).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.inner.shutdown().await
+    }
+
+    fn abort(self) {
+        // Zero linger turns the final close into an RST. `forget` keeps the drop of this
+        // half from sending a FIN first; the socket closes when the read half is dropped.
+        let _ = SockRef::from(self.inner.as_ref()).set_linger(Some(std::time::Duration::ZERO));
+        self.inner.forget();
+    }
+}

@@ -1,0 +1,13 @@
+//! gobalancer: an L4/L7 load balancer built on one I/O trait.
+//!
+//! - [`io`]: the [`io::Env`] trait (sockets, time, randomness, spawning) and the tokio
+//!   backend. The simulation's turmoil backend lives in the `gobalancer-sim` crate.
+//! - [`balancer`]: the selection algorithms, pure and tested without sockets.
+//! - [`config`]: the RON configuration, its validation, and the command-line overlay.
+//! - [`proxy`]: L4 TCP forwarding, generic over [`io::Env`].
+//! - [`testbackend`]: the scriptable test backend shared by the demo, the tests, the
+//!   simulation and `loadgen serve`.
+
+pub mod balancer;
+pub mod config;
+pub mod io;
