@@ -1,1 +1,360 @@
-fn main() {}
+//! The `gobalancer` binary: flags, logging, binding, worker threads and signals.
+//!
+//! Thread per core: every worker runs a current-thread tokio runtime with its own
+//! `SO_REUSEPORT` listener per configured listener. Every socket of every worker is bound
+//! before any worker starts, so a listen address in use stops the process with nothing
+//! bound. SIGINT and SIGTERM stop the accept loops; open connections then have up to the
+//! drain timeout to finish.
+// The binary is where threads are started and the real clock is handed to the core.
+#![allow(clippy::disallowed_methods)]
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use gobalancer::config::{Config, Overrides, QuickFlags};
+use gobalancer::io::tokio::{bind_std, spawn_worker, TokioEnv};
+use gobalancer::io::{BindOptions, Env};
+use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::testbackend::{self, Reply, Script, Stats};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The configuration `cargo run --bin gobalancer` serves with no arguments: a listener on
+/// 127.0.0.1:8080 over three built-in demo backends.
+const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.ron");
+const EMBEDDED_ORIGIN: &str = "<embedded default>";
+/// Idle buffers each worker keeps for reuse.
+const BUFFERS_KEPT_MAX: usize = 1024;
+
+#[derive(Parser, Debug)]
+#[command(name = "gobalancer", version, about = "A fast L4 load balancer with a deterministic simulation harness")]
+struct Cli {
+    /// RON configuration file (see config/example.ron).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit: 0 if valid, 1 if not (like `nginx -t`).
+    #[arg(long)]
+    check: bool,
+    /// Quick mode: address to listen on (with --backend, instead of a file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Quick mode: listener mode.
+    #[arg(long, default_value = "tcp", value_name = "tcp|http")]
+    mode: String,
+    /// Quick mode: balancing algorithm.
+    #[arg(long, default_value = "round-robin", value_name = "NAME")]
+    algorithm: String,
+    /// Quick mode: a backend, `ADDR[,weight=N][,name=NAME]`; repeat for each.
+    #[arg(long, value_name = "SPEC")]
+    backend: Vec<String>,
+    /// Worker threads (0: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// I/O backend.
+    #[arg(long, value_enum, default_value_t = IoChoice::Auto)]
+    io: IoChoice,
+    /// Limit on one connect attempt to a backend, e.g. "3s", "500ms".
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// Close a connection on which nothing moved for this long.
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// How long open connections may finish after SIGTERM or SIGINT.
+    #[arg(long, value_name = "DURATION")]
+    drain_timeout: Option<String>,
+    /// Process-wide limit on open client connections.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Per-direction buffer size, e.g. "16KiB".
+    #[arg(long, value_name = "SIZE")]
+    buffer_size: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum IoChoice {
+    /// io_uring where it works, else epoll/kqueue.
+    Auto,
+    /// epoll (Linux) or kqueue (BSD, macOS), through tokio.
+    Epoll,
+    /// io_uring.
+    Uring,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("gobalancer: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gobalancer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("--log-level {}: not a level or filter", cli.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Where the configuration came from.
+enum Source {
+    File,
+    Flags,
+    /// The embedded default: the binary also runs the demo backends.
+    Demo,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
+    let quick = cli.listen.is_some() || !cli.backend.is_empty();
+    let (mut config, source) = match (&cli.config, quick) {
+        (Some(_), true) => bail!("use either --config FILE or --listen/--backend, not both"),
+        (Some(path), false) => (Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?, Source::File),
+        (None, true) => {
+            let Some(listen) = cli.listen.clone() else {
+                bail!("--backend needs --listen ADDR (or use --config FILE)");
+            };
+            if cli.backend.is_empty() {
+                bail!("--listen needs at least one --backend ADDR (or use --config FILE)");
+            }
+            let flags = QuickFlags {
+                listen,
+                mode: cli.mode.clone(),
+                algorithm: cli.algorithm.clone(),
+                backends: cli.backend.clone(),
+            };
+            (Config::from_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?, Source::Flags)
+        }
+        (None, false) => (
+            Config::parse(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Source::Demo,
+        ),
+    };
+    let overrides = Overrides {
+        workers: cli.workers,
+        connect_timeout: cli.connect_timeout.clone(),
+        idle_timeout: cli.idle_timeout.clone(),
+        drain_timeout: cli.drain_timeout.clone(),
+        max_connections: cli.max_connections,
+        buffer_size: cli.buffer_size.clone(),
+    };
+    config.apply_overrides(&overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((config, source))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (config, source) = load_config(&cli)?;
+    if cli.check {
+        println!(
+            "configuration OK: {} listener(s), {} pool(s), {} backend(s)",
+            config.listeners.len(),
+            config.pools.len(),
+            config.pools.iter().map(|p| p.backends.len()).sum::<usize>()
+        );
+        return Ok(());
+    }
+    let io_name = match cli.io {
+        IoChoice::Uring => bail!("--io uring: the io_uring backend is not available in this build yet; use --io epoll (or auto)"),
+        IoChoice::Auto | IoChoice::Epoll => {
+            if cfg!(any(target_os = "linux", target_os = "android")) {
+                "epoll"
+            } else {
+                "kqueue"
+            }
+        }
+    };
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let shared = Shared::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+
+    // Demo backends first, so that the balancer's first connections find them.
+    let (trigger, shutdown) = Shutdown::new();
+    let mut threads = Vec::new();
+    if let Source::Demo = source {
+        threads.push(start_demo_backends(&shared, shutdown.clone())?);
+    }
+
+    // Bind every socket of every worker before serving anything.
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, l) in shared.listeners.iter().enumerate() {
+        for per_worker in sockets.iter_mut() {
+            let s = bind_std(l.bind, BindOptions::default()).map_err(|e| {
+                anyhow::anyhow!("{}: listeners[{i}].bind: cannot listen on {}: {e}", config.location(&format!("listeners[{i}].bind")), l.bind)
+            })?;
+            per_worker.push(s);
+        }
+    }
+
+    let listeners: Vec<String> = shared
+        .listeners
+        .iter()
+        .map(|l| format!("{}={} (tcp -> {})", l.name, l.bind, l.pool.name))
+        .collect();
+    let pools: Vec<String> = shared
+        .pools
+        .iter()
+        .map(|p| format!("{}: {} over {} backend(s)", p.name, p.balancer.algorithm(), p.targets.len()))
+        .collect();
+    let io_note = if cli.io == IoChoice::Auto {
+        "io_uring backend not in this build; auto chose epoll/kqueue"
+    } else {
+        "requested"
+    };
+    tracing::info!(
+        workers,
+        io = io_name,
+        io_note,
+        listeners = %listeners.join(", "),
+        pools = %pools.join("; "),
+        max_connections = config.max_connections,
+        "gobalancer started"
+    );
+    if let Source::Demo = source {
+        print_demo_help(&shared);
+    }
+
+    for (id, socks) in sockets.into_iter().enumerate() {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let buffer_size = config.buffer_size;
+        let t = spawn_worker(format!("worker-{id}"), move |env| worker_main(env, id, socks, shared, buffer_size, shutdown))
+            .context("cannot start a worker thread")?;
+        threads.push(t);
+    }
+
+    wait_for_signal(&trigger)?;
+    let drain_timeout = shared.drain_timeout;
+    tracing::info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "shutting down: no new connections; draining open ones");
+    for t in threads {
+        if t.join().is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    }
+    tracing::info!("gobalancer stopped");
+    Ok(())
+}
+
+async fn worker_main(env: TokioEnv, id: usize, sockets: Vec<std::net::TcpListener>, shared: Arc<Shared>, buffer_size: usize, shutdown: Shutdown) {
+    let worker = Worker::new(buffer_size, BUFFERS_KEPT_MAX);
+    let mut serving = Vec::new();
+    for (sock, l) in sockets.into_iter().zip(shared.listeners.iter()) {
+        match env.listener_from_std(sock) {
+            Ok(listener) => serving.push(tokio::task::spawn_local(tcp::serve(
+                env.clone(),
+                listener,
+                l.clone(),
+                shared.conn_limit.clone(),
+                worker.clone(),
+                shutdown.clone(),
+            ))),
+            Err(e) => tracing::error!(worker = id, listener = %l.name, error = %e, "cannot register the listener"),
+        }
+    }
+    for s in serving {
+        let _ = s.await;
+    }
+    let deadline = env.now() + shared.drain_timeout;
+    let cut = tcp::drain(&env, &worker, deadline).await;
+    if cut > 0 {
+        tracing::warn!(worker = id, connections = cut, "drain timeout reached; cutting open connections");
+    }
+}
+
+fn wait_for_signal(trigger: &ShutdownTrigger) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    rt.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+            let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+            let (which, _) = match gobalancer::io::race(term.recv(), int.recv()).await {
+                gobalancer::io::Either::Left(_) => ("SIGTERM", ()),
+                gobalancer::io::Either::Right(_) => ("SIGINT", ()),
+            };
+            tracing::info!(signal = which, "signal received");
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
+        }
+        anyhow::Ok(())
+    })?;
+    trigger.trigger();
+    Ok(())
+}
+
+/// Runs the built-in demo backends (HTTP, replying with their names) on the addresses
+/// the embedded default config names, in a thread of their own.
+fn start_demo_backends(shared: &Shared, shutdown: Shutdown) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut bound = Vec::new();
+    for pool in &shared.pools {
+        for t in &pool.targets {
+            let s = bind_std(t.addr, BindOptions { reuse_port: false, backlog: 1024 })
+                .with_context(|| format!("demo backend {}: cannot listen on {}", t.name, t.addr))?;
+            bound.push((t.name.clone(), s));
+        }
+    }
+    spawn_worker("demo-backends".into(), move |env| async move {
+        let mut serving = Vec::new();
+        for (name, sock) in bound {
+            match env.listener_from_std(sock) {
+                Ok(l) => serving.push(tokio::task::spawn_local(testbackend::serve(
+                    env.clone(),
+                    l,
+                    Rc::new(Script::new(name, Reply::Http)),
+                    Rc::new(Stats::default()),
+                    shutdown.clone(),
+                ))),
+                Err(e) => tracing::error!(backend = %name, error = %e, "cannot start a demo backend"),
+            }
+        }
+        for s in serving {
+            let _ = s.await;
+        }
+    })
+    .context("cannot start the demo backends' thread")
+}
+
+fn print_demo_help(shared: &Shared) {
+    let listen = shared.listeners.first().map(|l| l.bind.to_string()).unwrap_or_default();
+    println!(
+        "\n\
+gobalancer is serving its built-in demo on {listen}: three test backends on loopback,\n\
+round robin, TCP mode. Each reply names the backend that served it.\n\
+\n\
+  try it:              curl http://{listen}/        (run it a few times)\n\
+  your own backends:   cargo run --release --bin gobalancer -- --listen 127.0.0.1:8080 \\\n\
+                         --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3 --algorithm weighted\n\
+  a config file:       cargo run --release --bin gobalancer -- --config config/example.ron\n\
+  all flags:           cargo run --release --bin gobalancer -- --help\n\
+  stop:                Ctrl-C\n"
+    );
+}

@@ -21,6 +21,7 @@
 //! be `Send`, and per-worker state uses `Rc`/`Cell`.
 #![allow(async_fn_in_trait)] // Futures are deliberately not `Send`: thread per core.
 
+pub mod adapter;
 mod buf;
 mod race;
 pub mod tokio;

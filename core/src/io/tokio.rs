@@ -16,7 +16,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use super::adapter::{read_into, write_from};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Real sockets and the real clock. One per worker thread.
@@ -131,23 +132,6 @@ pub struct TokioStream {
     inner: tokio::net::TcpStream,
 }
 
-/// Reads into the spare capacity of `buf` without ever growing it.
-async fn read_into<R: tokio::io::AsyncRead + Unpin>(r: &mut R, mut buf: IoBuf) -> BufResult<usize> {
-    if buf.spare_capacity() == 0 {
-        return (Err(io::Error::new(io::ErrorKind::InvalidInput, "read into a full buffer")), buf);
-    }
-    let res = r.read_buf(buf.vec_mut()).await;
-    (res, buf)
-}
-
-async fn write_from<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, mut buf: IoBuf) -> BufResult<usize> {
-    let res = w.write(buf.bytes()).await;
-    if let Ok(n) = res {
-        buf.consume(n);
-    }
-    (res, buf)
-}
-
 impl OwnedRead for TokioStream {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
         read_into(&mut self.inner, buf).await
@@ -218,4 +202,22 @@ impl OwnedWrite for TokioWriteHalf {
         let _ = SockRef::from(self.inner.as_ref()).set_linger(Some(std::time::Duration::ZERO));
         self.inner.forget();
     }
+}
+
+/// Starts a worker thread: a current-thread runtime with a `LocalSet`, so that `f`'s
+/// future and everything it spawns through [`TokioEnv::spawn`] stay on this thread.
+/// Used by the binary for its workers and by tests for in-process servers.
+pub fn spawn_worker<F, Fut>(name: String, f: F) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce(TokioEnv) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let env = TokioEnv::new();
+            f(env).await
+        });
+    })
 }

@@ -1,0 +1,393 @@
+//! L4 TCP forwarding.
+//!
+//! A connection's life:
+//!
+//! 1. **Accept**, unless the process-wide connection limit is reached: then the accept
+//!    loop pauses and new connections wait in the kernel's backlog (HAProxy's maxconn).
+//! 2. **Connect**: the pool's balancer yields the pick and then the fallbacks; each
+//!    attempt holds a [`Lease`](crate::balancer::Lease) on its backend (the active
+//!    counter) and is bounded by the connect timeout. A refused or timed-out connect moves
+//!    on to the next candidate at once; a backend is never tried twice for one
+//!    connection. When every candidate fails, the client gets an RST.
+//! 3. **Pump**: bytes move both ways through two fixed-size buffers from the worker's
+//!    pool (no allocation per read). A FIN from one side is passed on as a FIN to the
+//!    other, whose reply still flows back (half-close). The connection is closed when
+//!    both directions have ended, when nothing moved for the idle timeout, or when either
+//!    side fails; a backend failing mid-stream resets the client (RST, not a clean FIN),
+//!    so that the client cannot take a truncated stream for a complete one.
+
+use super::{ConnPermit, ListenerShared, Shutdown, Worker};
+use crate::balancer::PickKey;
+use crate::io::{self, race, Either, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Stream};
+use std::cell::Cell;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// Pause of the accept loop while the connection limit is reached.
+const LIMIT_PAUSE: Duration = Duration::from_millis(10);
+/// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS...); doubles up to the max.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause after failed accepts: short enough to resume quickly, long enough not to
+/// spin on a full file table.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// At most one warning per this interval from one accept loop.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a proxied connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions finished with FIN.
+    Completed {
+        /// Index of the backend in the pool.
+        backend: usize,
+        /// Bytes from client to backend.
+        bytes_up: u64,
+        /// Bytes from backend to client.
+        bytes_down: u64,
+    },
+    /// No byte moved for the idle timeout; both sides were closed.
+    IdleTimeout {
+        /// Index of the backend in the pool.
+        backend: usize,
+    },
+    /// The backend failed mid-stream; the client was reset.
+    BackendFailed {
+        /// Index of the backend in the pool.
+        backend: usize,
+    },
+    /// The client failed mid-stream; the backend was reset.
+    ClientFailed {
+        /// Index of the backend in the pool.
+        backend: usize,
+    },
+    /// Every candidate refused or timed out (or none was available); the client was reset.
+    NoBackend {
+        /// How many backends were tried.
+        attempts: usize,
+    },
+}
+
+/// Accepts connections on `listener` and forwards each to the listener's pool until
+/// `shutdown` fires. Returns when the accept loop has stopped; open connections go on in
+/// their own tasks (see [`drain`]).
+pub async fn serve<E: Env>(
+    env: E,
+    mut listener: E::Listener,
+    shared: Arc<ListenerShared>,
+    conn_limit: Arc<super::ConnLimit>,
+    worker: Rc<Worker>,
+    mut shutdown: Shutdown,
+) {
+    let mut last_warn: Option<Instant> = None;
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        // 1. A slot under the connection limit, or a pause until one frees up.
+        let permit = loop {
+            if let Some(p) = conn_limit.try_acquire() {
+                break p;
+            }
+            conn_limit.saturated_total.fetch_add(1, Ordering::Relaxed);
+            if should_warn(&env, &mut last_warn) {
+                tracing::warn!(listener = %shared.name, open = conn_limit.open(), "connection limit reached; pausing accepts");
+            }
+            if let Either::Left(()) = race(shutdown.wait(), env.sleep(LIMIT_PAUSE)).await {
+                return;
+            }
+        };
+        // 2. The next connection.
+        let accepted = match race(shutdown.wait(), listener.accept()).await {
+            Either::Left(()) => return,
+            Either::Right(r) => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let env2 = env.clone();
+                let shared2 = shared.clone();
+                let open = worker.track();
+                let worker2 = worker.clone();
+                env.spawn(async move {
+                    let outcome = proxy_connection(&env2, stream, peer, &shared2, &worker2).await;
+                    tracing::debug!(listener = %shared2.name, %peer, ?outcome, "connection closed");
+                    drop(open);
+                    drop::<ConnPermit>(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors or a transient network error: back off without
+                // spinning, keep serving the open connections, and try again.
+                drop(permit);
+                if should_warn(&env, &mut last_warn) {
+                    tracing::warn!(listener = %shared.name, error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                }
+                if let Either::Left(()) = race(shutdown.wait(), env.sleep(backoff)).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Waits until `worker` has no open connection or `deadline` passes; returns how many
+/// connections were still open (they are cut when the worker's runtime stops).
+pub async fn drain<E: Env>(env: &E, worker: &Worker, deadline: Instant) -> usize {
+    // Polling every 10 ms keeps this free of wake-up plumbing; it runs once per shutdown.
+    while worker.open_connections() > 0 && env.now() < deadline {
+        env.sleep(Duration::from_millis(10)).await;
+    }
+    worker.open_connections()
+}
+
+fn should_warn<E: Env>(env: &E, last: &mut Option<Instant>) -> bool {
+    let now = env.now();
+    match *last {
+        Some(t) if now.saturating_duration_since(t) < WARN_INTERVAL => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
+
+/// A fixed-seed hash of the client's IP address, for consistent hashing: the same client
+/// maps to the same key in every worker and every process.
+pub fn client_key(peer: SocketAddr) -> u64 {
+    match peer.ip() {
+        IpAddr::V4(a) => io::fnv1a64(&a.octets()),
+        IpAddr::V6(a) => io::fnv1a64(&a.octets()),
+    }
+}
+
+/// Forwards one client connection. Public so that the simulation and tests can drive a
+/// single connection.
+pub async fn proxy_connection<E: Env>(
+    env: &E,
+    client: E::Stream,
+    peer: SocketAddr,
+    shared: &ListenerShared,
+    worker: &Worker,
+) -> Outcome {
+    let pool = &shared.pool;
+    let key = PickKey {
+        client: client_key(peer),
+        random: env.random_u64(),
+    };
+    let mut attempts = 0;
+    let mut connected = None;
+    for lease in pool.balancer.select(key) {
+        attempts += 1;
+        let Some(target) = pool.targets.get(lease.index()) else {
+            continue;
+        };
+        let deadline = env.now() + shared.settings.connect_timeout;
+        match io::timeout_at(env, deadline, env.connect(target.addr)).await {
+            Some(Ok(stream)) => {
+                connected = Some((stream, lease));
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, error = %e, "connect failed; trying the next backend");
+            }
+            None => {
+                tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, timeout_ms = shared.settings.connect_timeout.as_millis() as u64, "connect timed out; trying the next backend");
+            }
+        }
+        // The lease drops here: the failed attempt no longer counts as active.
+    }
+    let Some((backend, lease)) = connected else {
+        tracing::warn!(pool = %pool.name, listener = %shared.name, attempts, "no backend could be reached; resetting the client");
+        client.abort();
+        return Outcome::NoBackend { attempts };
+    };
+    let idx = lease.index();
+    let up = worker.take_buffer();
+    let down = worker.take_buffer();
+    let (end, up, down) = pump(env, client, backend, up, down, shared.settings.idle_timeout).await;
+    worker.give_buffer(up);
+    worker.give_buffer(down);
+    drop(lease);
+    match end {
+        PumpEnd::Done { bytes_up, bytes_down } => Outcome::Completed {
+            backend: idx,
+            bytes_up,
+            bytes_down,
+        },
+        PumpEnd::Idle => Outcome::IdleTimeout { backend: idx },
+        PumpEnd::BackendFailed => Outcome::BackendFailed { backend: idx },
+        PumpEnd::ClientFailed => Outcome::ClientFailed { backend: idx },
+    }
+}
+
+/// How one direction of the pump ended.
+enum DirEnd {
+    /// The source sent FIN and the FIN was passed on.
+    Eof,
+    /// Reading the source failed.
+    ReadFailed,
+    /// Writing the destination failed.
+    WriteFailed,
+}
+
+/// How the whole pump ended.
+enum PumpEnd {
+    Done { bytes_up: u64, bytes_down: u64 },
+    Idle,
+    BackendFailed,
+    ClientFailed,
+}
+
+/// Copies `src` to `dst` until EOF or an error, then passes the FIN on.
+async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
+    env: &E,
+    src: &mut R,
+    dst: &mut W,
+    slot: &mut Option<IoBuf>,
+    activity: &Cell<Instant>,
+    bytes: &Cell<u64>,
+) -> DirEnd {
+    loop {
+        let Some(buf) = slot.take() else {
+            return DirEnd::ReadFailed;
+        };
+        let (res, buf) = src.read(buf).await;
+        let n = match res {
+            Ok(0) => {
+                *slot = Some(buf);
+                return match dst.shutdown().await {
+                    Ok(()) => DirEnd::Eof,
+                    // The destination is already gone: what it would have got is lost.
+                    Err(_) => DirEnd::WriteFailed,
+                };
+            }
+            Ok(n) => n,
+            Err(_) => {
+                *slot = Some(buf);
+                return DirEnd::ReadFailed;
+            }
+        };
+        activity.set(env.now());
+        let (res, buf) = dst.write_all(buf).await;
+        *slot = Some(buf);
+        if res.is_err() {
+            return DirEnd::WriteFailed;
+        }
+        bytes.set(bytes.get() + n as u64);
+        activity.set(env.now());
+    }
+}
+
+/// Moves bytes both ways until both directions end, the connection idles out, or a side
+/// fails. Returns the buffers for the pool.
+async fn pump<E: Env, S: Stream, B: Stream>(
+    env: &E,
+    client: S,
+    backend: B,
+    up: IoBuf,
+    down: IoBuf,
+    idle_timeout: Duration,
+) -> (PumpEnd, IoBuf, IoBuf) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut br, mut bw) = backend.into_split();
+    let mut up_slot = Some(up);
+    let mut down_slot = Some(down);
+    // When a read or a write last completed, in either direction.
+    let activity = Cell::new(env.now());
+    let bytes_up = Cell::new(0u64);
+    let bytes_down = Cell::new(0u64);
+
+    let end = {
+        let upf = copy_dir(env, &mut cr, &mut bw, &mut up_slot, &activity, &bytes_up);
+        let downf = copy_dir(env, &mut br, &mut cw, &mut down_slot, &activity, &bytes_down);
+        let watchdog = async {
+            loop {
+                let deadline = activity.get() + idle_timeout;
+                env.sleep_until(deadline).await;
+                if env.now() >= activity.get() + idle_timeout {
+                    return;
+                }
+            }
+        };
+        drive(upf, downf, watchdog).await
+    };
+    // Every future that borrowed the halves is gone: by the cancellation rule, a stream
+    // whose read was abandoned is closed here, never read again.
+    let end = match end {
+        Driven::BothEof => PumpEnd::Done {
+            bytes_up: bytes_up.get(),
+            bytes_down: bytes_down.get(),
+        },
+        Driven::Idle => PumpEnd::Idle,
+        // Client -> backend failed: a client read error is the client's failure; a
+        // backend write error is the backend's.
+        Driven::Up(DirEnd::ReadFailed) => PumpEnd::ClientFailed,
+        Driven::Up(_) => PumpEnd::BackendFailed,
+        Driven::Down(DirEnd::ReadFailed) => PumpEnd::BackendFailed,
+        Driven::Down(_) => PumpEnd::ClientFailed,
+    };
+    match end {
+        // The client must not mistake a cut stream for a complete one: RST it.
+        PumpEnd::BackendFailed => {
+            cw.abort();
+            drop(bw);
+        }
+        // The backend's request was cut: RST it as well, so it stops working on it.
+        PumpEnd::ClientFailed => {
+            bw.abort();
+            drop(cw);
+        }
+        _ => {}
+    }
+    let up = up_slot.unwrap_or_default();
+    let down = down_slot.unwrap_or_default();
+    (end, up, down)
+}
+
+enum Driven {
+    BothEof,
+    Idle,
+    Up(DirEnd),
+    Down(DirEnd),
+}
+
+/// Polls both directions and the watchdog, in that order, every time. A direction that
+/// ends with EOF is done and the other goes on; one that fails ends everything at once.
+async fn drive(up: impl Future<Output = DirEnd>, down: impl Future<Output = DirEnd>, watchdog: impl Future<Output = ()>) -> Driven {
+    let mut up = pin!(up);
+    let mut down = pin!(down);
+    let mut watchdog = pin!(watchdog);
+    let mut up_done = false;
+    let mut down_done = false;
+    std::future::poll_fn(|cx| {
+        if !up_done {
+            if let Poll::Ready(end) = up.as_mut().poll(cx) {
+                match end {
+                    DirEnd::Eof => up_done = true,
+                    e => return Poll::Ready(Driven::Up(e)),
+                }
+            }
+        }
+        if !down_done {
+            if let Poll::Ready(end) = down.as_mut().poll(cx) {
+                match end {
+                    DirEnd::Eof => down_done = true,
+                    e => return Poll::Ready(Driven::Down(e)),
+                }
+            }
+        }
+        if up_done && down_done {
+            return Poll::Ready(Driven::BothEof);
+        }
+        if watchdog.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Driven::Idle);
+        }
+        Poll::Pending
+    })
+    .await
+}

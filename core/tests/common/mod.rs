@@ -1,0 +1,193 @@
+//! In-process harness for the loopback tests: test backends and a one-worker balancer,
+//! each on its own thread with the real tokio backend, plus blocking clients.
+// Tests run servers on threads and bound their waits with the real clock.
+#![allow(clippy::disallowed_methods, dead_code)]
+
+use gobalancer::config::Config;
+use gobalancer::io::tokio::{bind_std, spawn_worker};
+use gobalancer::io::{BindOptions, Env};
+use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::testbackend::{self, Script, Stats};
+use socket2::{Domain, Socket, Type};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown as NetShutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Upper bound on any single client wait in these tests.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(10);
+
+/// A free loopback address to bind later, or a closed port to refuse connections.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Servers on a thread, stopped and joined on drop.
+pub struct Running {
+    trigger: Option<ShutdownTrigger>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.trigger();
+        }
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Test backends on loopback ports.
+pub struct Backends {
+    pub addrs: Vec<SocketAddr>,
+    _running: Running,
+}
+
+pub fn start_backends(scripts: Vec<Script>) -> Backends {
+    let mut socks = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in &scripts {
+        let s = bind_std("127.0.0.1:0".parse().expect("addr"), BindOptions { reuse_port: false, backlog: 1024 }).expect("bind backend");
+        addrs.push(s.local_addr().expect("addr"));
+        socks.push(s);
+    }
+    let (trigger, shutdown) = Shutdown::new();
+    let thread = spawn_worker("test-backends".into(), move |env| async move {
+        let mut tasks = Vec::new();
+        for (sock, script) in socks.into_iter().zip(scripts) {
+            let l = env.listener_from_std(sock).expect("register backend");
+            tasks.push(tokio::task::spawn_local(testbackend::serve(
+                env.clone(),
+                l,
+                Rc::new(script),
+                Rc::new(Stats::default()),
+                shutdown.clone(),
+            )));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .expect("backend thread");
+    Backends {
+        addrs,
+        _running: Running {
+            trigger: Some(trigger),
+            thread: Some(thread),
+        },
+    }
+}
+
+/// A one-worker balancer serving the first listener of a config, on a loopback port of
+/// its own (the config's bind address is not used).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    _running: Running,
+}
+
+impl Proxy {
+    /// Waits until every backend's active counter is back to zero; panics if that takes
+    /// longer than the client wait.
+    pub fn assert_counters_return_to_zero(&self) {
+        let deadline = Instant::now() + CLIENT_WAIT;
+        loop {
+            let total: u64 = self.shared.pools.iter().map(|p| p.balancer.total_active()).sum();
+            if total == 0 && self.shared.conn_limit.open() == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "active counters stuck at {total}, open {}", self.shared.conn_limit.open());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+pub fn start_proxy(config: &str) -> Proxy {
+    let config = Config::parse(config, "<test>").unwrap_or_else(|e| panic!("test config: {e}"));
+    let shared = Shared::from_config(&config).expect("shared state");
+    let sock = bind_std("127.0.0.1:0".parse().expect("addr"), BindOptions::default()).expect("bind proxy");
+    let addr = sock.local_addr().expect("addr");
+    let (trigger, shutdown) = Shutdown::new();
+    let shared2 = shared.clone();
+    let buffer_size = config.buffer_size;
+    let thread = spawn_worker("test-proxy".into(), move |env| async move {
+        let worker = Worker::new(buffer_size, 16);
+        let listener = env.listener_from_std(sock).expect("register proxy");
+        let l = shared2.listeners[0].clone();
+        tcp::serve(env.clone(), listener, l, shared2.conn_limit.clone(), worker.clone(), shutdown).await;
+        let deadline = env.now() + shared2.drain_timeout;
+        tcp::drain(&env, &worker, deadline).await;
+    })
+    .expect("proxy thread");
+    Proxy {
+        addr,
+        shared,
+        _running: Running {
+            trigger: Some(trigger),
+            thread: Some(thread),
+        },
+    }
+}
+
+/// A config with one listener and one pool over `backends` (address, weight); `extra`
+/// holds more top-level fields, e.g. `timeouts: (idle: "300ms"), max_connections: 2,`.
+pub fn config(algorithm: &str, backends: &[(SocketAddr, u32)], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (a, w))| format!("(address: \"{a}\", name: \"b{i}\", weight: {w})"))
+        .collect();
+    format!(
+        "({extra} listeners: [(name: \"t\", bind: \"127.0.0.1:1\", pool: \"p\")],
+          pools: [(name: \"p\", algorithm: \"{algorithm}\", backends: [{}])])",
+        list.join(", ")
+    )
+}
+
+/// Connects from `local` (any 127.0.0.0/8 address) to `addr`.
+pub fn connect_from(local: Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((local, 0)).into())?;
+    s.connect_timeout(&addr.into(), CLIENT_WAIT)?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(CLIENT_WAIT))?;
+    s.set_write_timeout(Some(CLIENT_WAIT))?;
+    Ok(s)
+}
+
+/// Through a `Reply::Name` backend: reads the name line, half-closes, reads to EOF.
+pub fn fetch_name_from(local: Ipv4Addr, addr: SocketAddr) -> io::Result<String> {
+    let mut s = connect_from(local, addr)?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("closed after {:?}", String::from_utf8_lossy(&got))));
+        }
+        got.push(byte[0]);
+    }
+    s.shutdown(NetShutdown::Write)?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    got.pop();
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+pub fn fetch_name(addr: SocketAddr) -> io::Result<String> {
+    fetch_name_from(Ipv4Addr::LOCALHOST, addr)
+}
+
+/// Writes `data`, half-closes, and reads everything until EOF.
+pub fn exchange(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, addr)?;
+    s.write_all(data)?;
+    s.shutdown(NetShutdown::Write)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,106 @@
+//! The same seed gives the same run: one seed run twice in this process, and in two
+//! child processes, yields the same digest of the event trace (DESIGN.md section 4).
+
+use gobalancer::io::{fnv1a64, Env};
+use gobalancer::testbackend::Reply;
+use gobalancer_sim::{world, SimEnv};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+const CHILD_SEED_VAR: &str = "GOBALANCER_SIM_CHILD_SEED";
+const CLIENTS: usize = 4;
+const CONNECTIONS_PER_CLIENT: usize = 25;
+
+/// Runs a world of three backends, a power-of-two balancer and four clients making
+/// connections at random intervals; returns the digest of the trace and its length.
+fn run(seed: u64) -> (u64, usize) {
+    println!("simulation seed {seed}");
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    let mut backends = Vec::new();
+    for b in 1..=3 {
+        let name = format!("backend-{b}");
+        world::backend(&mut sim, seed, &name, 9000, Reply::Name);
+        backends.push(SocketAddr::new(sim.lookup(name), 9000));
+    }
+    world::balancer(&mut sim, seed, "lb", &world::simple_config(8080, "power-of-two", &backends));
+    let lb = SocketAddr::new(sim.lookup("lb"), 8080);
+    let trace: Rc<RefCell<Vec<String>>> = Rc::default();
+    for c in 0..CLIENTS {
+        let name = format!("client-{c}");
+        let trace = trace.clone();
+        let host = name.clone();
+        sim.client(name, async move {
+            let env = SimEnv::new(seed, &host);
+            for i in 0..CONNECTIONS_PER_CLIENT {
+                env.sleep(Duration::from_millis(env.random_u64() % 50)).await;
+                let got = world::fetch_line(&env, lb, Duration::from_secs(5)).await;
+                let at = env.now().since_origin().as_nanos();
+                trace.borrow_mut().push(format!("{at} {host} {i} {got:?}"));
+            }
+            Ok(())
+        });
+    }
+    if let Err(e) = sim.run() {
+        panic!("seed {seed}: simulation failed: {e}");
+    }
+    let trace = trace.borrow();
+    let mut digest = 0u64;
+    for line in trace.iter() {
+        digest = fnv1a64(format!("{digest:016x}{line}").as_bytes());
+    }
+    assert!(
+        trace.iter().all(|l| l.contains("Ok(\"backend-")),
+        "seed {seed}: every connection is served: {trace:#?}"
+    );
+    (digest, trace.len())
+}
+
+#[test]
+fn same_seed_same_trace_in_one_process() {
+    let (a, n) = run(7);
+    let (b, m) = run(7);
+    assert_eq!(n, CLIENTS * CONNECTIONS_PER_CLIENT);
+    assert_eq!((a, n), (b, m), "seed 7 replays identically");
+    let (c, _) = run(8);
+    assert_ne!(a, c, "another seed gives another run (the digest is not constant)");
+}
+
+#[test]
+fn same_seed_same_trace_in_two_processes() {
+    let seed = 11;
+    let (here, _) = run(seed);
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let out = std::process::Command::new(&exe)
+            .args(["--exact", "child_process_digest", "--nocapture", "--test-threads=1"])
+            .env(CHILD_SEED_VAR, seed.to_string())
+            .output()
+            .expect("run the child test process");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("DIGEST "))
+            .unwrap_or_else(|| panic!("child printed no digest: {stdout}"));
+        digests.push(line.to_string());
+    }
+    assert_eq!(digests[0], digests[1], "two processes, same seed, same trace");
+    assert_eq!(digests[0], format!("{here:016x}"), "child processes match this one");
+}
+
+/// Runs only when spawned by `same_seed_same_trace_in_two_processes`.
+#[test]
+fn child_process_digest() {
+    let Ok(seed) = std::env::var(CHILD_SEED_VAR) else {
+        return;
+    };
+    let seed: u64 = seed.parse().expect("numeric seed");
+    let (digest, _) = run(seed);
+    println!("DIGEST {digest:016x}");
+}
