@@ -11,3 +11,5 @@
 pub mod balancer;
 pub mod config;
 pub mod io;
+pub mod proxy;
+pub mod testbackend;

@@ -15,6 +15,7 @@ use gobalancer::io::tokio::{bind_std, spawn_worker, TokioEnv};
 use gobalancer::io::{BindOptions, Env};
 use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
 use gobalancer::testbackend::{self, Reply, Script, Stats};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -28,7 +29,11 @@ const EMBEDDED_ORIGIN: &str = "<embedded default>";
 const BUFFERS_KEPT_MAX: usize = 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "gobalancer", version, about = "A fast L4 load balancer with a deterministic simulation harness")]
+#[command(
+    name = "gobalancer",
+    version,
+    about = "A fast L4 load balancer with a deterministic simulation harness"
+)]
 struct Cli {
     /// RON configuration file (see config/example.ron).
     #[arg(long, value_name = "FILE")]
@@ -111,7 +116,10 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("--log-level {}: not a level or filter", cli.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -145,7 +153,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
                 algorithm: cli.algorithm.clone(),
                 backends: cli.backend.clone(),
             };
-            (Config::from_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?, Source::Flags)
+            (
+                Config::from_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?,
+                Source::Flags,
+            )
         }
         (None, false) => (
             Config::parse(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -176,7 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let io_name = match cli.io {
-        IoChoice::Uring => bail!("--io uring: the io_uring backend is not available in this build yet; use --io epoll (or auto)"),
+        IoChoice::Uring => {
+            bail!("--io uring: the io_uring backend is not available in this build yet; use --io epoll (or auto)")
+        }
         IoChoice::Auto | IoChoice::Epoll => {
             if cfg!(any(target_os = "linux", target_os = "android")) {
                 "epoll"
@@ -203,7 +216,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for (i, l) in shared.listeners.iter().enumerate() {
         for per_worker in sockets.iter_mut() {
             let s = bind_std(l.bind, BindOptions::default()).map_err(|e| {
-                anyhow::anyhow!("{}: listeners[{i}].bind: cannot listen on {}: {e}", config.location(&format!("listeners[{i}].bind")), l.bind)
+                anyhow::anyhow!(
+                    "{}: listeners[{i}].bind: cannot listen on {}: {e}",
+                    config.location(&format!("listeners[{i}].bind")),
+                    l.bind
+                )
             })?;
             per_worker.push(s);
         }
@@ -217,7 +234,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let pools: Vec<String> = shared
         .pools
         .iter()
-        .map(|p| format!("{}: {} over {} backend(s)", p.name, p.balancer.algorithm(), p.targets.len()))
+        .map(|p| {
+            format!(
+                "{}: {} over {} backend(s)",
+                p.name,
+                p.balancer.algorithm(),
+                p.targets.len()
+            )
+        })
         .collect();
     let io_note = if cli.io == IoChoice::Auto {
         "io_uring backend not in this build; auto chose epoll/kqueue"
@@ -241,14 +265,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let buffer_size = config.buffer_size;
-        let t = spawn_worker(format!("worker-{id}"), move |env| worker_main(env, id, socks, shared, buffer_size, shutdown))
-            .context("cannot start a worker thread")?;
+        let t = spawn_worker(format!("worker-{id}"), move |env| {
+            worker_main(env, id, socks, shared, buffer_size, shutdown)
+        })
+        .context("cannot start a worker thread")?;
         threads.push(t);
     }
 
     wait_for_signal(&trigger)?;
     let drain_timeout = shared.drain_timeout;
-    tracing::info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "shutting down: no new connections; draining open ones");
+    tracing::info!(
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        "shutting down: no new connections; draining open ones"
+    );
     for t in threads {
         if t.join().is_err() {
             tracing::error!("a worker thread panicked");
@@ -258,7 +287,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn worker_main(env: TokioEnv, id: usize, sockets: Vec<std::net::TcpListener>, shared: Arc<Shared>, buffer_size: usize, shutdown: Shutdown) {
+async fn worker_main(
+    env: TokioEnv,
+    id: usize,
+    sockets: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    buffer_size: usize,
+    shutdown: Shutdown,
+) {
     let worker = Worker::new(buffer_size, BUFFERS_KEPT_MAX);
     let mut serving = Vec::new();
     for (sock, l) in sockets.into_iter().zip(shared.listeners.iter()) {
@@ -280,7 +316,11 @@ async fn worker_main(env: TokioEnv, id: usize, sockets: Vec<std::net::TcpListene
     let deadline = env.now() + shared.drain_timeout;
     let cut = tcp::drain(&env, &worker, deadline).await;
     if cut > 0 {
-        tracing::warn!(worker = id, connections = cut, "drain timeout reached; cutting open connections");
+        tracing::warn!(
+            worker = id,
+            connections = cut,
+            "drain timeout reached; cutting open connections"
+        );
     }
 }
 
@@ -317,8 +357,14 @@ fn start_demo_backends(shared: &Shared, shutdown: Shutdown) -> anyhow::Result<st
     let mut bound = Vec::new();
     for pool in &shared.pools {
         for t in &pool.targets {
-            let s = bind_std(t.addr, BindOptions { reuse_port: false, backlog: 1024 })
-                .with_context(|| format!("demo backend {}: cannot listen on {}", t.name, t.addr))?;
+            let s = bind_std(
+                t.addr,
+                BindOptions {
+                    reuse_port: false,
+                    backlog: 1024,
+                },
+            )
+            .with_context(|| format!("demo backend {}: cannot listen on {}", t.name, t.addr))?;
             bound.push((t.name.clone(), s));
         }
     }

@@ -6,9 +6,9 @@
 //! and to fail a share of its connections. It is generic over [`Env`], so the same code
 //! serves real loopback sockets and turmoil's simulated network.
 
-use crate::io::{Env, IoBuf, Listener, OwnedRead, OwnedWrite, Stream};
-use crate::proxy::Shutdown;
 use crate::io::{race, Either};
+use crate::io::{Env, IoBuf, Listener, Stream};
+use crate::proxy::Shutdown;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -73,7 +73,13 @@ pub struct Stats {
 }
 
 /// Serves `listener` with `script` until `shutdown` fires.
-pub async fn serve<E: Env>(env: E, mut listener: E::Listener, script: Rc<Script>, stats: Rc<Stats>, mut shutdown: Shutdown) {
+pub async fn serve<E: Env>(
+    env: E,
+    mut listener: E::Listener,
+    script: Rc<Script>,
+    stats: Rc<Stats>,
+    mut shutdown: Shutdown,
+) {
     loop {
         let (stream, _peer) = match race(shutdown.wait(), listener.accept()).await {
             Either::Left(()) => return,
@@ -113,7 +119,9 @@ async fn handle<E: Env, S: Stream>(env: &E, mut stream: S, script: &Script, stat
                 env.sleep(script.latency).await;
             }
             if script.reply == Reply::Name {
-                let (res, _) = stream.write_all(IoBuf::from_vec(format!("{}\n", script.name).into_bytes())).await;
+                let (res, _) = stream
+                    .write_all(IoBuf::from_vec(format!("{}\n", script.name).into_bytes()))
+                    .await;
                 if res.is_err() {
                     return;
                 }
@@ -272,7 +280,9 @@ mod tests {
     fn parses_heads_and_flags() {
         let h = parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
         assert_eq!((h.len, h.body, h.close), (27, 0, false));
-        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").unwrap().unwrap();
+        let h = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.body, h.close), (3, true));
         let h = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(h.close);

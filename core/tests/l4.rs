@@ -1,6 +1,8 @@
 //! L4 TCP balancing over loopback, with three real test backends: each algorithm's
 //! distribution, failover past a stopped or black-holed backend, half-close, idle
 //! timeout, reset on backend failure, the connection limit, and counters back to zero.
+// A raw backend thread scripts a mid-stream reset; the balancer itself runs on its workers.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -35,7 +37,11 @@ fn round_robin_rotates_exactly() {
     let order = ["a", "b", "c"];
     let first = order.iter().position(|n| *n == names[0]).expect("known name");
     for (i, n) in names.iter().enumerate() {
-        assert_eq!(n, order[(first + i) % 3], "pick {i} breaks the rotation (weights are ignored)");
+        assert_eq!(
+            n,
+            order[(first + i) % 3],
+            "pick {i} breaks the rotation (weights are ignored)"
+        );
     }
     p.assert_counters_return_to_zero();
 }
@@ -54,7 +60,11 @@ fn weighted_every_prefix_within_one_pick_of_its_share() {
         let picks = (i + 1) as f64;
         for (j, w) in weights.iter().enumerate() {
             let ideal = picks * f64::from(*w) / f64::from(total);
-            assert!((seen[j] - ideal).abs() < 1.0, "after {picks} picks backend {j} has {} (ideal {ideal})", seen[j]);
+            assert!(
+                (seen[j] - ideal).abs() < 1.0,
+                "after {picks} picks backend {j} has {} (ideal {ideal})",
+                seen[j]
+            );
         }
     }
     p.assert_counters_return_to_zero();
@@ -126,7 +136,13 @@ fn stopped_backend_is_skipped_without_failing_a_client() {
     let b = name_backends(&["a", "c"]);
     let stopped = closed_port();
     let list = vec![(b.addrs[0], 1), (stopped, 1), (b.addrs[1], 1)];
-    for algorithm in ["round-robin", "weighted", "least-connections", "power-of-two", "consistent-hash"] {
+    for algorithm in [
+        "round-robin",
+        "weighted",
+        "least-connections",
+        "power-of-two",
+        "consistent-hash",
+    ] {
         let p = start_proxy(&config(algorithm, &list, ""));
         for i in 0..60 {
             let n = fetch_name(p.addr).unwrap_or_else(|e| panic!("{algorithm}: connection {i} failed: {e}"));
@@ -152,7 +168,11 @@ fn half_close_reaches_the_backend_and_the_reply_comes_back() {
 #[test]
 fn idle_connection_is_closed_at_the_idle_timeout() {
     let b = start_backends(vec![Script::new("e", Reply::Echo)]);
-    let p = start_proxy(&config("round-robin", &weighted(&b, &[1]), "timeouts: (idle: \"300ms\"),"));
+    let p = start_proxy(&config(
+        "round-robin",
+        &weighted(&b, &[1]),
+        "timeouts: (idle: \"300ms\"),",
+    ));
     let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
     // Activity keeps it open...
     for _ in 0..3 {
@@ -163,7 +183,9 @@ fn idle_connection_is_closed_at_the_idle_timeout() {
     }
     // ...silence closes it.
     let mut rest = Vec::new();
-    let n = s.read_to_end(&mut rest).expect("closed cleanly, not timed out on the client side");
+    let n = s
+        .read_to_end(&mut rest)
+        .expect("closed cleanly, not timed out on the client side");
     assert_eq!(n, 0);
     p.assert_counters_return_to_zero();
 }
@@ -210,7 +232,9 @@ fn backend_failing_mid_stream_resets_the_client() {
         let (mut s, _) = backend.accept().expect("accept");
         s.write_all(b"partial").expect("write");
         std::thread::sleep(Duration::from_millis(50));
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).expect("linger");
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
         drop(s);
     });
     let p = start_proxy(&config("round-robin", &[(addr, 1)], ""));
@@ -218,7 +242,11 @@ fn backend_failing_mid_stream_resets_the_client() {
     let (got, end) = read_until_end(&mut s);
     server.join().expect("backend thread");
     assert!(b"partial".starts_with(&got), "{got:?}");
-    assert_eq!(end, Err(ErrorKind::ConnectionReset), "a cut stream must not look complete");
+    assert_eq!(
+        end,
+        Err(ErrorKind::ConnectionReset),
+        "a cut stream must not look complete"
+    );
     p.assert_counters_return_to_zero();
 }
 
@@ -247,15 +275,26 @@ fn connection_limit_holds_new_connections_in_the_backlog() {
     assert_eq!(echo(&mut second).expect("served"), b'x');
     // The third is accepted by the kernel but not by the balancer until a slot frees up.
     let mut third = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
-    third.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
     let waited = echo(&mut third).expect_err("not served while at the limit");
-    assert!(matches!(waited.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{waited}");
+    assert!(
+        matches!(waited.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{waited}"
+    );
     drop(first);
     third.set_read_timeout(Some(CLIENT_WAIT)).expect("timeout");
     let mut one = [0u8; 1];
     third.read_exact(&mut one).expect("served once a slot is free");
     assert_eq!(one[0], b'x');
-    assert!(p.shared.conn_limit.saturated_total.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        p.shared
+            .conn_limit
+            .saturated_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     drop((second, third));
     p.assert_counters_return_to_zero();
 }

@@ -70,7 +70,9 @@ fn main() -> anyhow::Result<()> {
             for a in &addrs {
                 println!("serving {a}");
             }
-            thread.join().map_err(|_| anyhow::anyhow!("the backend thread panicked"))?;
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the backend thread panicked"))?;
             Ok(())
         }
     }

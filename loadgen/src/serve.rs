@@ -30,7 +30,11 @@ pub fn start(opts: &ServeOptions, shutdown: Shutdown) -> io::Result<(Vec<SocketA
         let port = opts.listen.port().checked_add(i).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("--count {} from port {} runs past 65535", opts.count, opts.listen.port()),
+                format!(
+                    "--count {} from port {} runs past 65535",
+                    opts.count,
+                    opts.listen.port()
+                ),
             )
         })?;
         let addr = SocketAddr::new(opts.listen.ip(), port);

@@ -14,6 +14,7 @@
 
 pub mod world;
 
+use gobalancer::io::adapter::{read_into, write_from};
 use gobalancer::io::{
     fnv1a64, BindOptions, BufResult, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, SplitMix64, Stream,
 };
@@ -23,7 +24,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
-use gobalancer::io::adapter::{read_into, write_from};
 use tokio::io::AsyncWriteExt;
 
 /// The simulated environment of one host.

@@ -105,7 +105,10 @@ pub async fn fetch_line<E: Env>(env: &E, addr: SocketAddr, limit: Duration) -> i
             let (res, b) = r.read(buf).await;
             buf = b;
             if res? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a full line"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a full line",
+                ));
             }
         };
         w.shutdown().await?;

@@ -27,7 +27,12 @@ fn run(seed: u64) -> (u64, usize) {
         world::backend(&mut sim, seed, &name, 9000, Reply::Name);
         backends.push(SocketAddr::new(sim.lookup(name), 9000));
     }
-    world::balancer(&mut sim, seed, "lb", &world::simple_config(8080, "power-of-two", &backends));
+    world::balancer(
+        &mut sim,
+        seed,
+        "lb",
+        &world::simple_config(8080, "power-of-two", &backends),
+    );
     let lb = SocketAddr::new(sim.lookup("lb"), 8080);
     let trace: Rc<RefCell<Vec<String>>> = Rc::default();
     for c in 0..CLIENTS {

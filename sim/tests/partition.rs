@@ -33,7 +33,12 @@ fn partitioned_backend_stops_receiving_and_clients_are_served() {
             world::backend(&mut sim, seed, &name, 9000, Reply::Name);
             backends.push(SocketAddr::new(sim.lookup(name), 9000));
         }
-        world::balancer(&mut sim, seed, "lb", &world::simple_config(8080, "round-robin", &backends));
+        world::balancer(
+            &mut sim,
+            seed,
+            "lb",
+            &world::simple_config(8080, "round-robin", &backends),
+        );
         let lb = SocketAddr::new(sim.lookup("lb"), 8080);
         let records: Rc<RefCell<Vec<Record>>> = Rc::default();
         for c in 0..3 {
@@ -68,17 +73,30 @@ fn partitioned_backend_stops_receiving_and_clients_are_served() {
         assert!(partitioned);
         let records = records.borrow();
         // A connection that started at the partition instant may have been mid-flight.
-        let after: Vec<&Record> = records.iter().filter(|r| r.started > PARTITION_AT + Duration::from_millis(1)).collect();
+        let after: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.started > PARTITION_AT + Duration::from_millis(1))
+            .collect();
         let before: Vec<&Record> = records.iter().filter(|r| r.started < PARTITION_AT).collect();
-        assert!(after.len() > 100, "seed {seed}: enough traffic after the partition: {}", after.len());
+        assert!(
+            after.len() > 100,
+            "seed {seed}: enough traffic after the partition: {}",
+            after.len()
+        );
         for r in &after {
             match &r.result {
-                Ok(name) => assert_ne!(name, "backend-2", "seed {seed}: no traffic to the partitioned backend: {r:?}"),
+                Ok(name) => assert_ne!(
+                    name, "backend-2",
+                    "seed {seed}: no traffic to the partitioned backend: {r:?}"
+                ),
                 Err(e) => panic!("seed {seed}: a client was not served after the partition: {r:?} ({e})"),
             }
         }
         let served = |name: &str| after.iter().filter(|r| r.result.as_deref() == Ok(name)).count();
-        assert!(served("backend-1") > 40 && served("backend-3") > 40, "seed {seed}: the others share the load");
+        assert!(
+            served("backend-1") > 40 && served("backend-3") > 40,
+            "seed {seed}: the others share the load"
+        );
         assert!(
             before.iter().any(|r| r.result.as_deref() == Ok("backend-2")),
             "seed {seed}: backend-2 served before the partition"

@@ -9,7 +9,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Reads into the spare capacity of `buf` without ever growing it.
 pub async fn read_into<R: AsyncRead + Unpin>(r: &mut R, mut buf: IoBuf) -> BufResult<usize> {
     if buf.spare_capacity() == 0 {
-        return (Err(io::Error::new(io::ErrorKind::InvalidInput, "read into a full buffer")), buf);
+        return (
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "read into a full buffer")),
+            buf,
+        );
     }
     let res = r.read_buf(buf.vec_mut()).await;
     (res, buf)

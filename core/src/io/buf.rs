@@ -23,10 +23,7 @@ impl IoBuf {
 
     /// A buffer holding `bytes`, ready to be written.
     pub fn from_vec(bytes: Vec<u8>) -> IoBuf {
-        IoBuf {
-            data: bytes,
-            start: 0,
-        }
+        IoBuf { data: bytes, start: 0 }
     }
 
     /// The filled, unconsumed bytes.

@@ -8,6 +8,7 @@
 // entropy: it is what provides them to the rest of the core.
 #![allow(clippy::disallowed_methods)]
 
+use super::adapter::{read_into, write_from};
 use super::{BindOptions, BufResult, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, SplitMix64, Stream};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::cell::RefCell;
@@ -16,7 +17,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
-use super::adapter::{read_into, write_from};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 

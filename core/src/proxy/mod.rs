@@ -98,6 +98,11 @@ impl ConnLimit {
         }
     }
 
+    /// True while fewer than the maximum are open.
+    pub fn has_room(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
@@ -159,7 +164,10 @@ impl Shared {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             if l.mode != Mode::Tcp {
-                return Err(format!("listener {}: only mode \"tcp\" is available in this build", l.name));
+                return Err(format!(
+                    "listener {}: only mode \"tcp\" is available in this build",
+                    l.name
+                ));
             }
             let pool = pools
                 .iter()

@@ -87,19 +87,13 @@ pub async fn serve<E: Env>(
     let mut last_warn: Option<Instant> = None;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        // 1. A slot under the connection limit, or a pause until one frees up.
-        let permit = loop {
-            if let Some(p) = conn_limit.try_acquire() {
-                break p;
-            }
-            conn_limit.saturated_total.fetch_add(1, Ordering::Relaxed);
-            if should_warn(&env, &mut last_warn) {
-                tracing::warn!(listener = %shared.name, open = conn_limit.open(), "connection limit reached; pausing accepts");
-            }
-            if let Either::Left(()) = race(shutdown.wait(), env.sleep(LIMIT_PAUSE)).await {
+        // 1. Room under the connection limit, or a pause until some frees up. Checked
+        // before accepting, so that at the limit new connections wait in the backlog.
+        while !conn_limit.has_room() {
+            if !pause_at_limit(&env, &shared, &conn_limit, &mut shutdown, &mut last_warn).await {
                 return;
             }
-        };
+        }
         // 2. The next connection.
         let accepted = match race(shutdown.wait(), listener.accept()).await {
             Either::Left(()) => return,
@@ -108,6 +102,15 @@ pub async fn serve<E: Env>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
+                // Another worker may have taken the last slot since the check above.
+                let permit = loop {
+                    if let Some(p) = conn_limit.try_acquire() {
+                        break p;
+                    }
+                    if !pause_at_limit(&env, &shared, &conn_limit, &mut shutdown, &mut last_warn).await {
+                        return;
+                    }
+                };
                 let env2 = env.clone();
                 let shared2 = shared.clone();
                 let open = worker.track();
@@ -122,7 +125,6 @@ pub async fn serve<E: Env>(
             Err(e) => {
                 // Out of file descriptors or a transient network error: back off without
                 // spinning, keep serving the open connections, and try again.
-                drop(permit);
                 if should_warn(&env, &mut last_warn) {
                     tracing::warn!(listener = %shared.name, error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 }
@@ -133,6 +135,22 @@ pub async fn serve<E: Env>(
             }
         }
     }
+}
+
+/// Counts and logs (rate-limited) a pause at the connection limit, then sleeps briefly.
+/// Returns false when shutdown fired during the pause.
+async fn pause_at_limit<E: Env>(
+    env: &E,
+    shared: &ListenerShared,
+    conn_limit: &super::ConnLimit,
+    shutdown: &mut Shutdown,
+    last_warn: &mut Option<Instant>,
+) -> bool {
+    conn_limit.saturated_total.fetch_add(1, Ordering::Relaxed);
+    if should_warn(env, last_warn) {
+        tracing::warn!(listener = %shared.name, open = conn_limit.open(), "connection limit reached; pausing accepts");
+    }
+    matches!(race(shutdown.wait(), env.sleep(LIMIT_PAUSE)).await, Either::Right(()))
 }
 
 /// Waits until `worker` has no open connection or `deadline` passes; returns how many
@@ -358,7 +376,11 @@ enum Driven {
 
 /// Polls both directions and the watchdog, in that order, every time. A direction that
 /// ends with EOF is done and the other goes on; one that fails ends everything at once.
-async fn drive(up: impl Future<Output = DirEnd>, down: impl Future<Output = DirEnd>, watchdog: impl Future<Output = ()>) -> Driven {
+async fn drive(
+    up: impl Future<Output = DirEnd>,
+    down: impl Future<Output = DirEnd>,
+    watchdog: impl Future<Output = ()>,
+) -> Driven {
     let mut up = pin!(up);
     let mut down = pin!(down);
     let mut watchdog = pin!(watchdog);

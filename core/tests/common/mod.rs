@@ -52,7 +52,14 @@ pub fn start_backends(scripts: Vec<Script>) -> Backends {
     let mut socks = Vec::new();
     let mut addrs = Vec::new();
     for _ in &scripts {
-        let s = bind_std("127.0.0.1:0".parse().expect("addr"), BindOptions { reuse_port: false, backlog: 1024 }).expect("bind backend");
+        let s = bind_std(
+            "127.0.0.1:0".parse().expect("addr"),
+            BindOptions {
+                reuse_port: false,
+                backlog: 1024,
+            },
+        )
+        .expect("bind backend");
         addrs.push(s.local_addr().expect("addr"));
         socks.push(s);
     }
@@ -101,7 +108,11 @@ impl Proxy {
             if total == 0 && self.shared.conn_limit.open() == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "active counters stuck at {total}, open {}", self.shared.conn_limit.open());
+            assert!(
+                Instant::now() < deadline,
+                "active counters stuck at {total}, open {}",
+                self.shared.conn_limit.open()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -119,7 +130,15 @@ pub fn start_proxy(config: &str) -> Proxy {
         let worker = Worker::new(buffer_size, 16);
         let listener = env.listener_from_std(sock).expect("register proxy");
         let l = shared2.listeners[0].clone();
-        tcp::serve(env.clone(), listener, l, shared2.conn_limit.clone(), worker.clone(), shutdown).await;
+        tcp::serve(
+            env.clone(),
+            listener,
+            l,
+            shared2.conn_limit.clone(),
+            worker.clone(),
+            shutdown,
+        )
+        .await;
         let deadline = env.now() + shared2.drain_timeout;
         tcp::drain(&env, &worker, deadline).await;
     })
@@ -167,7 +186,10 @@ pub fn fetch_name_from(local: Ipv4Addr, addr: SocketAddr) -> io::Result<String> 
     let mut byte = [0u8; 1];
     while !got.ends_with(b"\n") {
         if s.read(&mut byte)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("closed after {:?}", String::from_utf8_lossy(&got))));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed after {:?}", String::from_utf8_lossy(&got)),
+            ));
         }
         got.push(byte[0]);
     }

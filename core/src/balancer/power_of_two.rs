@@ -1,0 +1,199 @@
+//! `power-of-two`: the less loaded of two random candidates.
+//!
+//! Two distinct available backends are drawn from `PickKey::random`, and the one with
+//! the lower `active / weight` (exact cross-multiplication, ties to the first drawn)
+//! wins. This gets most of least-connections' balance with no shared lock: the pick
+//! reads two atomic counters, so it is O(1) and never serialises workers. Mitzenmacher's
+//! "power of two choices" result is why two are enough: the maximum load drops from
+//! O(log n / log log n) for one random choice to O(log log n).
+//!
+//! Its guarantee: with two or more backends available, the pick is never the strictly
+//! most loaded backend (it is at most as loaded as the other candidate).
+//!
+//! Fallbacks: the losing candidate, then every other backend in rotation order from a
+//! random start (so the retries of many connections do not all land on the same next
+//! backend).
+//!
+//! All three numbers (first candidate, second candidate, rotation start) come from one
+//! `random` through SplitMix64, so the caller draws one random number per connection.
+
+use super::round_robin::{position, Rotation};
+use super::{load_cmp, splitmix64};
+
+/// The candidates of one selection, in the order they will be tried.
+#[derive(Clone, Debug)]
+pub(super) struct Walk {
+    /// The winner, then the other candidate (`None` when only one backend exists).
+    drawn: [Option<usize>; 2],
+    /// How many of `drawn` have been yielded.
+    yielded: usize,
+    rest: Rotation,
+}
+
+impl Walk {
+    /// `n` (> 0) available backends; `load(pos)` is a backend's (active, weight).
+    pub(super) fn new(random: u64, n: usize, load: impl Fn(usize) -> (u64, u32)) -> Walk {
+        let (first, second) = candidates(random, n);
+        let rest = Rotation::new(position(splitmix64(splitmix64(random)), n), n);
+        let drawn = match second {
+            Some(second) => {
+                let (first_active, first_weight) = load(first);
+                let (second_active, second_weight) = load(second);
+                if load_cmp(second_active, second_weight, first_active, first_weight).is_lt() {
+                    [Some(second), Some(first)]
+                } else {
+                    [Some(first), Some(second)]
+                }
+            }
+            None => [Some(first), None],
+        };
+        Walk {
+            drawn,
+            yielded: 0,
+            rest,
+        }
+    }
+
+    pub(super) fn next(&mut self) -> Option<usize> {
+        while self.yielded < self.drawn.len() {
+            let candidate = self.drawn[self.yielded];
+            self.yielded += 1;
+            if candidate.is_some() {
+                return candidate;
+            }
+        }
+        // The rotation covers all n positions once; skip the (at most two) drawn.
+        let drawn = self.drawn;
+        self.rest.by_ref().find(|&pos| !drawn.contains(&Some(pos)))
+    }
+}
+
+/// Two distinct positions out of `n` (> 0) from one random number; the second is
+/// `None` when there is only one backend.
+///
+/// The second is drawn from the `n - 1` positions other than the first (an offset of
+/// 1..n from it), so it is distinct without a retry loop. The modulo bias is below
+/// n / 2^64: irrelevant for any real pool.
+pub(super) fn candidates(random: u64, n: usize) -> (usize, Option<usize>) {
+    let first = position(random, n);
+    if n < 2 {
+        return (first, None);
+    }
+    let offset = 1 + position(splitmix64(random), n - 1);
+    // first < n and offset < n, so first + offset < 2n does not overflow for any n a
+    // Vec can hold.
+    (first, Some((first + offset) % n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates;
+    use crate::balancer::{Algorithm, Balancer, Lease, PickKey, WEIGHT_MAX};
+    use proptest::prelude::*;
+
+    fn pick(pool: &Balancer, random: u64) -> Option<Lease> {
+        pool.select(PickKey { client: 0, random }).next()
+    }
+
+    #[test]
+    fn a_single_backend_is_always_the_pick() {
+        let pool = Balancer::new(Algorithm::PowerOfTwo, &[0, 7, 0]);
+        for random in [0, 1, 2, u64::MAX] {
+            let tried: Vec<usize> = pool
+                .select(PickKey { client: 0, random })
+                .map(|lease| lease.index())
+                .collect();
+            assert_eq!(tried, [1]);
+        }
+    }
+
+    #[test]
+    fn the_lighter_candidate_wins_then_the_other() {
+        let pool = Balancer::new(Algorithm::PowerOfTwo, &[1, 1]);
+        // With two backends the candidates are always both of them.
+        let held = pick(&pool, 0);
+        assert_eq!(held.as_ref().map(Lease::index), Some(0));
+        for random in 0..20 {
+            let tried: Vec<usize> = pool
+                .select(PickKey { client: 0, random })
+                .map(|lease| lease.index())
+                .collect();
+            assert_eq!(tried, [1, 0], "random {random}");
+        }
+    }
+
+    #[test]
+    fn load_is_relative_to_weight() {
+        // Backend 0 holds 3 connections at weight 4 (0.75), backend 1 holds 1 at
+        // weight 1 (1.0): backend 0 is the lighter one.
+        let pool = Balancer::new(Algorithm::PowerOfTwo, &[4, 1]);
+        // Every selection yields every backend once, so `find` can place a lease
+        // wherever the test wants it (the leases passed over are dropped).
+        let mut held = Vec::new();
+        for want in [0, 0, 0, 1] {
+            held.extend(pool.select(PickKey::default()).find(|lease| lease.index() == want));
+        }
+        assert_eq!((pool.active(0), pool.active(1)), (3, 1));
+        for random in 0..20 {
+            assert_eq!(pick(&pool, random).map(|lease| lease.index()), Some(0));
+        }
+    }
+
+    #[test]
+    fn picks_are_deterministic_in_the_random_number() {
+        let a = Balancer::new(Algorithm::PowerOfTwo, &[1, 2, 3, 4, 5]);
+        let b = Balancer::new(Algorithm::PowerOfTwo, &[1, 2, 3, 4, 5]);
+        for random in [3, 99, 1 << 40, u64::MAX] {
+            let in_a: Vec<usize> = a.select(PickKey { client: 0, random }).map(|l| l.index()).collect();
+            let in_b: Vec<usize> = b.select(PickKey { client: 0, random }).map(|l| l.index()).collect();
+            assert_eq!(in_a, in_b);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn candidates_are_distinct_and_in_range(random: u64, n in 1usize..10_000) {
+            let (first, second) = candidates(random, n);
+            prop_assert!(first < n);
+            match second {
+                Some(second) => prop_assert!(second < n && second != first),
+                None => prop_assert_eq!(n, 1),
+            }
+        }
+
+        /// With two or more backends available, the pick is never strictly more loaded
+        /// (active / weight) than every other available backend.
+        #[test]
+        fn never_picks_the_strictly_most_loaded(
+            weights in prop::collection::vec(0..=WEIGHT_MAX, 2..=8),
+            randoms in prop::collection::vec(any::<u64>(), 1..80),
+            drops in prop::collection::vec(any::<usize>(), 80),
+        ) {
+            let pool = Balancer::new(Algorithm::PowerOfTwo, &weights);
+            let available: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
+            let mut held: Vec<Lease> = Vec::new();
+            for (step, random) in randoms.into_iter().enumerate() {
+                let before: Vec<u64> = (0..weights.len()).map(|i| pool.active(i)).collect();
+                let Some(lease) = pick(&pool, random) else {
+                    prop_assert!(available.is_empty());
+                    continue;
+                };
+                let p = lease.index();
+                if available.len() >= 2 {
+                    let strictly_most = available.iter().filter(|&&o| o != p).all(|&o| {
+                        u128::from(before[p]) * u128::from(weights[o])
+                            > u128::from(before[o]) * u128::from(weights[p])
+                    });
+                    prop_assert!(!strictly_most, "picked the strictly most loaded {}", p);
+                }
+                held.push(lease);
+                // Drop one lease now and then so loads move both ways.
+                if drops[step] % 3 == 0 {
+                    held.swap_remove(drops[step] % held.len());
+                }
+            }
+        }
+    }
+}

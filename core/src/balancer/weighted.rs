@@ -1,0 +1,274 @@
+//! `weighted`: smooth weighted round robin with a per-prefix guarantee.
+//!
+//! Backend `i` with weight `w_i` out of a total `W` gets share `w_i / W`, and not in
+//! bursts: for **every** prefix of the pick sequence, of any length `N`, every backend's
+//! count is within one pick of its ideal share:
+//!
+//! ```text
+//! |count_i(N) - N * w_i / W| < 1
+//! ```
+//!
+//! # Why a Pfair schedule and not nginx's smooth WRR
+//!
+//! nginx's smooth weighted round robin has the same goal (interleaved, not bursty) but
+//! scans every backend on every pick (O(n)), and its fairness is argued by example
+//! rather than bounded per prefix. Here picking is treated as scheduling unit jobs on
+//! one processor, which has a proven answer (Baruah, Cohen, Plaxton and Varvel,
+//! "Proportionate progress", 1996; Anderson and Srinivasan's Pfair windows): the k-th
+//! pick (k = 1, 2, ...) of backend `i` is a job with
+//!
+//! ```text
+//! release  r = floor((k - 1) * W / w_i)      deadline  d = ceil(k * W / w_i)
+//! ```
+//!
+//! and slot `t` (the t-th pick overall, from 0) goes to the released job (`r <= t`)
+//! with the earliest deadline; ties go to the job released first (it has waited
+//! longest, which spreads a heavy backend's picks out), then to the lower index. The shares sum to exactly 1, so
+//! a schedule meeting every window exists, and earliest-deadline-first on one processor
+//! finds one whenever one exists. A job done inside its window `[r, d)` is exactly the
+//! bound above: after `N` slots every job with `d <= N` is done and none with `r >= N`
+//! has started, so `floor(N w_i / W) <= count_i(N) <= ceil(N w_i / W)`.
+//!
+//! Each backend has one job queued at a time, in one of two binary heaps: pending (by
+//! release) or ready (by deadline). A pick moves the jobs released by now from pending
+//! to ready, pops the earliest deadline, and queues that backend's next job: O(log n)
+//! amortized, because every job enters and leaves each heap once and there is one job
+//! per pick. (A single pick can release several jobs at once, e.g. equal weights
+//! release everyone's next job on the same slot; the total never exceeds one move per
+//! pick.)
+//!
+//! The schedule repeats with period `W`: backend `i`'s `w_i`-th job has deadline
+//! exactly `W` and its next release is `W`. So slots are counted modulo `W`, which
+//! keeps every number below `W <= WEIGHT_MAX * n`; the first job of the next period is
+//! parked in a third heap, which becomes the ready heap when the period ends (all
+//! jobs of the period are done by then, since all their deadlines are `<= W`).
+//!
+//! For weights `[5, 1, 1]` one period is `0 0 0 1 0 2 0`: EDF runs a heavy backend
+//! ahead of its ideal share while it may (up to, never beyond, one pick). The schedule
+//! is also the turn order in which Maglev's table is filled (see `consistent_hash`).
+//!
+//! Fallbacks are the backends after the pick in index rotation: a retry is not a new
+//! slot of the schedule, so it does not disturb the shares of other connections.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+
+use super::lock;
+use super::round_robin::Rotation;
+
+/// The shared schedule of one pool.
+///
+/// Behind a plain Mutex: the critical section is a few heap operations, far shorter
+/// than anything else done per connection, so the lock is uncontended in practice.
+pub(super) struct Weighted {
+    schedule: Mutex<Schedule>,
+}
+
+impl Weighted {
+    /// `weights` by position in the available list; all > 0.
+    pub(super) fn new(weights: &[u32]) -> Weighted {
+        Weighted {
+            schedule: Mutex::new(Schedule::new(weights)),
+        }
+    }
+
+    /// Takes the next slot and returns the rotation starting at its backend; `n` (> 0)
+    /// is the number of available backends.
+    pub(super) fn start(&self, n: usize) -> Rotation {
+        let pos = lock(&self.schedule).pick().unwrap_or(0);
+        Rotation::new(pos, n)
+    }
+}
+
+/// A Pfair earliest-deadline-first schedule over positive weights.
+pub(super) struct Schedule {
+    weights: Vec<u64>,
+    /// Sum of weights: the period.
+    total: u64,
+    /// The next slot to fill, in `0..total`.
+    slot: u64,
+    /// By task: which job (1-based, `1..=weight`) of the current period is queued.
+    job: Vec<u64>,
+    /// Released jobs: (deadline, release, task), earliest deadline, then earliest
+    /// release, then lowest task first.
+    ready: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// Jobs not yet released: (release, deadline, task).
+    pending: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// First jobs of the next period, as they will sit in `ready` (release 0).
+    next_period: BinaryHeap<Reverse<(u64, u64, usize)>>,
+}
+
+impl Schedule {
+    /// `weights` by task; all must be > 0 (zero weights have no jobs and would divide by
+    /// zero, so they are filtered before they get here).
+    pub(super) fn new(weights: &[u32]) -> Schedule {
+        debug_assert!(weights.iter().all(|&w| w > 0));
+        let weights: Vec<u64> = weights.iter().map(|&w| u64::from(w.max(1))).collect();
+        let total = weights.iter().sum();
+        let mut schedule = Schedule {
+            job: vec![1; weights.len()],
+            ready: BinaryHeap::with_capacity(weights.len()),
+            pending: BinaryHeap::with_capacity(weights.len()),
+            next_period: BinaryHeap::with_capacity(weights.len()),
+            weights,
+            total,
+            slot: 0,
+        };
+        // Every first job is released at slot 0.
+        let first_jobs: Vec<Reverse<(u64, u64, usize)>> = (0..schedule.weights.len())
+            .map(|task| Reverse((schedule.deadline(task, 1), 0, task)))
+            .collect();
+        schedule.ready = BinaryHeap::from(first_jobs);
+        schedule
+    }
+
+    /// `ceil(k * W / w)`, the deadline of job `k` of `task`. At most `W`.
+    fn deadline(&self, task: usize, k: u64) -> u64 {
+        let w = u128::from(self.weights[task]);
+        let numerator = u128::from(k) * u128::from(self.total);
+        // k <= w, so the quotient is <= W and fits back into u64.
+        numerator.div_ceil(w) as u64
+    }
+
+    /// `floor((k - 1) * W / w)`, the release of job `k` of `task`. Below `W`.
+    fn release(&self, task: usize, k: u64) -> u64 {
+        let w = u128::from(self.weights[task]);
+        (u128::from(k - 1) * u128::from(self.total) / w) as u64
+    }
+
+    /// Fills the next slot; returns the task picked, or `None` if there are no tasks.
+    pub(super) fn pick(&mut self) -> Option<usize> {
+        while let Some(&Reverse((release, deadline, task))) = self.pending.peek() {
+            if release > self.slot {
+                break;
+            }
+            self.pending.pop();
+            self.ready.push(Reverse((deadline, release, task)));
+        }
+        let task = match self.ready.pop() {
+            Some(Reverse((_, _, task))) => task,
+            // Unreachable: the shares sum to 1, so EDF never idles a slot. Taking the
+            // earliest pending job keeps the pool serving if that ever broke.
+            None => {
+                debug_assert!(self.total == 0, "Pfair schedule idled at slot {}", self.slot);
+                let Reverse((_, _, task)) = self.pending.pop()?;
+                task
+            }
+        };
+
+        let k = self.job[task] + 1;
+        if k > self.weights[task] {
+            self.job[task] = 1;
+            let deadline = self.deadline(task, 1);
+            self.next_period.push(Reverse((deadline, 0, task)));
+        } else {
+            self.job[task] = k;
+            let job = (self.release(task, k), self.deadline(task, k), task);
+            self.pending.push(Reverse(job));
+        }
+
+        self.slot += 1;
+        if self.slot == self.total {
+            // Every job of the period met its deadline (all are <= W), so nothing is
+            // left but the next period's first jobs; appending onto the empty heap is a
+            // swap, not a rebuild.
+            debug_assert!(self.ready.is_empty() && self.pending.is_empty());
+            self.slot = 0;
+            self.ready.append(&mut self.next_period);
+        }
+        Some(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+    use crate::balancer::{Algorithm, Balancer, PickKey, WEIGHT_MAX};
+    use proptest::prelude::*;
+
+    fn picks(pool: &Balancer, count: usize) -> Vec<usize> {
+        (0..count)
+            .filter_map(|_| pool.select(PickKey::default()).next())
+            .map(|lease| lease.index())
+            .collect()
+    }
+
+    #[test]
+    fn five_one_one_interleaves() {
+        let pool = Balancer::new(Algorithm::Weighted, &[5, 1, 1]);
+        // Two periods: the schedule repeats every W = 7 picks.
+        assert_eq!(picks(&pool, 14), [0, 0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0]);
+    }
+
+    #[test]
+    fn equal_weights_are_plain_rotation() {
+        let pool = Balancer::new(Algorithm::Weighted, &[3, 3, 3]);
+        assert_eq!(picks(&pool, 9), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn two_to_one_alternates() {
+        let pool = Balancer::new(Algorithm::Weighted, &[2, 1]);
+        assert_eq!(picks(&pool, 6), [0, 1, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn drained_backends_never_appear() {
+        let pool = Balancer::new(Algorithm::Weighted, &[0, 3, 0, 1, 0]);
+        assert_eq!(picks(&pool, 8), [1, 1, 3, 1, 1, 1, 3, 1]);
+    }
+
+    #[test]
+    fn weights_above_the_limit_count_as_the_limit() {
+        let clamped = Balancer::new(Algorithm::Weighted, &[1000, 1]);
+        let exact = Balancer::new(Algorithm::Weighted, &[WEIGHT_MAX, 1]);
+        let period = WEIGHT_MAX as usize + 1;
+        assert_eq!(picks(&clamped, 2 * period), picks(&exact, 2 * period));
+    }
+
+    #[test]
+    fn fallbacks_follow_the_pick_in_index_rotation() {
+        let pool = Balancer::new(Algorithm::Weighted, &[1, 2, 0, 1]);
+        // Slot 0 goes to backend 1 (earliest deadline), then 3 and wrap to 0.
+        let tried: Vec<usize> = pool.select(PickKey::default()).map(|lease| lease.index()).collect();
+        assert_eq!(tried, [1, 3, 0]);
+    }
+
+    #[test]
+    fn no_tasks_no_picks() {
+        assert_eq!(Schedule::new(&[]).pick(), None);
+        assert!(picks(&Balancer::new(Algorithm::Weighted, &[0, 0]), 3).is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Every prefix of three periods stays strictly within one pick of every
+        /// backend's ideal share, and drained backends never appear.
+        #[test]
+        fn every_prefix_within_one_pick(
+            weights in prop::collection::vec(0..=WEIGHT_MAX, 1..=8),
+        ) {
+            let pool = Balancer::new(Algorithm::Weighted, &weights);
+            let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+            let sequence = picks(&pool, 3 * total as usize);
+            let mut counts = vec![0u64; weights.len()];
+            for (n, &pick) in sequence.iter().enumerate() {
+                prop_assert!(weights[pick] > 0, "drained backend {} picked", pick);
+                counts[pick] += 1;
+                let slots = n as u64 + 1;
+                for (i, &w) in weights.iter().enumerate() {
+                    // |count - N w / W| < 1, multiplied through by W.
+                    let have = i128::from(counts[i]) * i128::from(total);
+                    let ideal = i128::from(slots) * i128::from(w);
+                    prop_assert!(
+                        (have - ideal).abs() < i128::from(total),
+                        "backend {} has {} picks after {} slots, ideal {}/{}",
+                        i, counts[i], slots, ideal, total
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The `gobalancer` binary end to end: configuration errors and `--check`, quick mode
+//! over loopback, SIGTERM, a listen address in use, and the built-in demo.
+// Tests start the binary and bound their waits with the real clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+use gobalancer::testbackend::{Reply, Script};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gobalancer"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run gobalancer")
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gobalancer-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// Kills the child on drop, so a failed assertion leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, at most `limit`.
+fn wait_exit(guard: &mut Guard, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "gobalancer did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Retries `f` until it succeeds or `limit` passes (the binary needs a moment to bind).
+fn retry<T>(limit: Duration, mut f: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "gave up: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let path = temp_file(
+        "syntax.ron",
+        "(\n    listeners: [\n        (bind: \"127.0.0.1:1\" pool: \"p\"),\n    ],\n)\n",
+    );
+    let out = run(&["--check", "--config", path.to_str().expect("utf-8 path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_name_and_position() {
+    let path = temp_file(
+        "unknown.ron",
+        "(\n  helth_check: (),\n  listeners: [(bind: \"127.0.0.1:1\", pool: \"p\")],\n  pools: [(name: \"p\", backends: [(address: \"127.0.0.1:2\")])],\n)\n",
+    );
+    let out = run(&["--check", "--config", path.to_str().expect("utf-8 path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("helth_check"), "{err}");
+    assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
+}
+
+#[test]
+fn check_accepts_the_example_and_the_embedded_default() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example.ron");
+    let out = run(&["--check", "--config", example]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    let out = run(&["--check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_flags_are_rejected_cleanly() {
+    for args in [
+        &[
+            "--check",
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001,weight=x",
+        ][..],
+        &["--check", "--listen", "127.0.0.1:8080"][..],
+        &[
+            "--check",
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--algorithm",
+            "fastest",
+        ][..],
+        &[
+            "--check",
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--connect-timeout",
+            "0s",
+        ][..],
+        &["--check", "--config", "/nonexistent/gobalancer.ron"][..],
+        &["--io", "uring", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"][..],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.starts_with("gobalancer: "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn quick_mode_balances_and_sigterm_stops_it() {
+    let b = start_backends(vec![Script::new("one", Reply::Name), Script::new("two", Reply::Name)]);
+    let listen = closed_port().to_string();
+    let backend1 = b.addrs[0].to_string();
+    let backend2 = b.addrs[1].to_string();
+    let child = bin()
+        .args([
+            "--listen",
+            &listen,
+            "--backend",
+            &backend1,
+            "--backend",
+            &backend2,
+            "--workers",
+            "2",
+            "--drain-timeout",
+            "2s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gobalancer");
+    let mut guard = Guard(child);
+    let addr = listen.parse().expect("addr");
+    let first = retry(Duration::from_secs(10), || fetch_name(addr));
+    let mut seen = std::collections::BTreeSet::from([first]);
+    for _ in 0..40 {
+        seen.insert(fetch_name(addr).expect("served"));
+    }
+    assert_eq!(seen.len(), 2, "both backends serve: {seen:?}");
+    sigterm(&guard.0);
+    let status = wait_exit(&mut guard, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    if let Some(mut e) = guard.0.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(log.contains("gobalancer started"), "{log}");
+    assert!(log.contains("workers=2"), "{log}");
+    assert!(log.contains("gobalancer stopped"), "{log}");
+}
+
+#[test]
+fn listen_address_in_use_binds_nothing_and_names_the_position() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    let free = closed_port();
+    let config = format!(
+        "(\n  listeners: [\n    (name: \"a\", bind: \"{free}\", pool: \"p\"),\n    (name: \"b\", bind: \"{taken_addr}\", pool: \"p\"),\n  ],\n  pools: [(name: \"p\", backends: [(address: \"127.0.0.1:9\")])],\n)\n"
+    );
+    let path = temp_file("inuse.ron", &config);
+    let out = run(&["--config", path.to_str().expect("utf-8 path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{}:4:", path.display())), "{err}");
+    assert!(err.contains("listeners[1].bind"), "{err}");
+    // Nothing stayed bound: the other listener's address is free again.
+    std::net::TcpListener::bind(free).expect("first listener's address was released");
+}
+
+#[test]
+fn embedded_default_serves_the_demo() {
+    // The demo uses fixed ports; skip (saying so) where something else holds them.
+    for port in [8080, 9001, 9002, 9003] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            eprintln!("SKIPPED embedded_default_serves_the_demo: 127.0.0.1:{port} is in use");
+            return;
+        }
+    }
+    let child = bin()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gobalancer");
+    let mut guard = Guard(child);
+    let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let get = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(CLIENT_WAIT))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    let first = retry(Duration::from_secs(10), get);
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let reply = get().expect("served");
+        names.insert(reply.lines().last().unwrap_or_default().to_string());
+    }
+    assert_eq!(names.len(), 3, "round robin over three demo backends: {names:?}");
+    sigterm(&guard.0);
+    let status = wait_exit(&mut guard, Duration::from_secs(40));
+    assert!(status.success(), "{status:?}");
+    let mut help = String::new();
+    if let Some(mut o) = guard.0.stdout.take() {
+        let _ = o.read_to_string(&mut help);
+    }
+    assert!(help.contains("curl http://127.0.0.1:8080/"), "{help}");
+}
