@@ -391,16 +391,19 @@ fn start_demo_backends(shared: &Shared, shutdown: Shutdown) -> anyhow::Result<st
 
 fn print_demo_help(shared: &Shared) {
     let listen = shared.listeners.first().map(|l| l.bind.to_string()).unwrap_or_default();
-    println!(
-        "\n\
-gobalancer is serving its built-in demo on {listen}: three test backends on loopback,\n\
-round robin, TCP mode. Each reply names the backend that served it.\n\
-\n\
-  try it:              curl http://{listen}/        (run it a few times)\n\
-  your own backends:   cargo run --release --bin gobalancer -- --listen 127.0.0.1:8080 \\\n\
-                         --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3 --algorithm weighted\n\
-  a config file:       cargo run --release --bin gobalancer -- --config config/example.ron\n\
-  all flags:           cargo run --release --bin gobalancer -- --help\n\
-  stop:                Ctrl-C\n"
-    );
+    let lines = [
+        String::new(),
+        format!("gobalancer is serving its built-in demo on {listen}: three test backends on loopback,"),
+        "round robin, TCP mode. Each reply names the backend that served it.".to_string(),
+        String::new(),
+        format!("  try it:              curl http://{listen}/        (run it a few times)"),
+        "  your own backends:   cargo run --release --bin gobalancer -- --listen 127.0.0.1:8080 \\".to_string(),
+        "                         --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3 --algorithm weighted"
+            .to_string(),
+        "  a config file:       cargo run --release --bin gobalancer -- --config config/example.ron".to_string(),
+        "  all flags:           cargo run --release --bin gobalancer -- --help".to_string(),
+        "  stop:                Ctrl-C".to_string(),
+        String::new(),
+    ];
+    println!("{}", lines.join("\n"));
 }
