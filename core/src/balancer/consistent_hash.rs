@@ -56,6 +56,18 @@
 //! at most 2%, at any weights: draining one of `n` backends moves at most `1/n + 2%` of
 //! all clients.
 //!
+//! # Changing weights
+//!
+//! [`Balancer::set_weights`](super::Balancer::set_weights) builds a new table with the
+//! effective weights (a backend at 0 gets no slots) in a new plan, while picks keep
+//! reading the previous table, and then swaps the plan in: a pick never waits for a
+//! build and never sees a half-built table. The table size stays the one for the
+//! configured number of backends and every backend keeps its permutation, so taking a
+//! backend out or putting it back moves about its share of the clients and few others,
+//! as above. A weight ramp (slow start) moves clients in proportion to the change of
+//! share at each step. A build takes milliseconds at a few thousand backends and about
+//! 3 s at 100,000 (see above); setting the weights already in force builds nothing.
+//!
 //! # Fallbacks
 //!
 //! The entries after the pick in the table, skipping backends already yielded, for at
@@ -100,18 +112,20 @@ pub fn table_size(backends: usize) -> usize {
 
 /// The lookup table of one pool. Immutable once built, so picks take no lock.
 pub(super) struct Maglev {
-    /// Slot -> position in the available list.
+    /// Slot -> backend index (not a position in the available list: a pick reads one
+    /// array fewer, which at 100,000 backends is one cache miss fewer).
     table: Vec<u32>,
 }
 
 impl Maglev {
     /// `available` are the backend indices with weight > 0 (their identities),
-    /// `weights` their weights by position, `backends` the number configured in all.
+    /// ascending, `weights` their weights by position, `backends` the number configured
+    /// in all.
     pub(super) fn new(available: &[usize], weights: &[u32], backends: usize) -> Maglev {
-        // Slots store positions as u32 to halve the table; a pool of more than 4 billion
-        // backends cannot exist in memory anyway, but if it did the tail would only be
-        // reached through fallbacks.
-        let n = available.len().min(EMPTY as usize);
+        // Slots store backend indices as u32 to halve the table; a pool of more than 4
+        // billion backends cannot exist in memory anyway, but if it did the backends
+        // past that index would only be reached through fallbacks.
+        let n = available.partition_point(|&idx| idx < EMPTY as usize);
         if n == 0 {
             return Maglev { table: Vec::new() };
         }
@@ -129,7 +143,8 @@ impl Maglev {
                 let slot = next_slot[pos];
                 next_slot[pos] = (slot + skip[pos]) % size;
                 if table[slot] == EMPTY {
-                    table[slot] = pos as u32;
+                    // Below EMPTY by the partition above.
+                    table[slot] = available[pos] as u32;
                     break;
                 }
             }
@@ -138,7 +153,7 @@ impl Maglev {
         Maglev { table }
     }
 
-    /// The table slot a client lands in.
+    /// The table slot a client lands in. The table is not empty.
     fn slot(&self, client: u64) -> usize {
         position(client, self.table.len())
     }
@@ -151,60 +166,66 @@ fn permutation(identity: u64, size: usize) -> (usize, usize) {
     (offset, skip)
 }
 
-/// The candidates of one selection: the pick, the table walk, then the rest.
+/// The candidates of one selection: the pick, the table walk, then the rest. Yields
+/// backend indices; `available` is the list of the plan the table was built with.
 #[derive(Clone, Debug)]
 pub(super) struct Walk {
     /// Slot of the pick.
     slot: usize,
     /// Table entries read so far, the pick included.
     walked: usize,
-    /// Positions yielded so far.
+    /// Backends yielded so far.
     seen: BTreeSet<usize>,
-    /// Available backends.
-    n: usize,
-    rest: Rotation,
+    /// Positions in `available` from the pick's, once the table walk is over.
+    rest: Option<Rotation>,
 }
 
 impl Walk {
-    /// `n` (> 0) available backends.
-    pub(super) fn new(maglev: &Maglev, client: u64, n: usize) -> Walk {
-        let slot = maglev.slot(client);
-        let picked = maglev.table.get(slot).map_or(0, |&pos| pos as usize);
+    /// `maglev` is not empty (some backend is available).
+    pub(super) fn new(maglev: &Maglev, client: u64) -> Walk {
         Walk {
-            slot,
+            slot: maglev.slot(client),
             walked: 0,
             seen: BTreeSet::new(),
-            n,
-            rest: Rotation::new(picked.min(n - 1), n),
+            rest: None,
         }
     }
 
-    pub(super) fn next(&mut self, maglev: &Maglev) -> Option<usize> {
+    pub(super) fn next(&mut self, maglev: &Maglev, available: &[usize]) -> Option<usize> {
         let size = maglev.table.len();
-        while self.seen.len() < self.n && self.walked < WALK_ENTRIES_MAX.min(size) {
+        let n = available.len();
+        while self.seen.len() < n && self.walked < WALK_ENTRIES_MAX.min(size) {
             let slot = (self.slot + self.walked) % size;
             self.walked += 1;
-            let pos = maglev.table[slot] as usize;
-            if pos < self.n && self.seen.insert(pos) {
-                return Some(pos);
+            let idx = maglev.table[slot] as usize;
+            if self.seen.insert(idx) {
+                return Some(idx);
             }
         }
-        if self.seen.len() >= self.n {
+        if self.seen.len() >= n {
             return None;
         }
-        let seen = &mut self.seen;
-        self.rest.by_ref().find(|&pos| seen.insert(pos))
+        let Walk { slot, seen, rest, .. } = self;
+        let rest = rest.get_or_insert_with(|| {
+            // The pick's position: `available` is ascending and holds the pick.
+            let picked = maglev.table.get(*slot).map_or(0, |&idx| idx as usize);
+            let start = available.binary_search(&picked).unwrap_or_else(|pos| pos);
+            Rotation::new(start.min(n - 1), n)
+        });
+        rest.by_ref()
+            .filter_map(|pos| available.get(pos).copied())
+            .find(|&idx| seen.insert(idx))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{table_size, Maglev, TABLE_SIZES, WALK_ENTRIES_MAX};
-    use crate::balancer::{splitmix64, Algorithm, Balancer, PickKey, WEIGHT_MAX};
+    use crate::balancer::{splitmix64, Algorithm, Balancer, PickKey, EFFECTIVE_WEIGHT_MAX, WEIGHT_MAX};
     use proptest::prelude::*;
 
     fn is_prime(n: usize) -> bool {
-        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
     }
 
     /// Builds the table the balancer would build for `weights`, as backend indices.
@@ -212,7 +233,7 @@ mod tests {
         let available: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
         let available_weights: Vec<u32> = available.iter().map(|&i| weights[i]).collect();
         let maglev = Maglev::new(&available, &available_weights, weights.len());
-        maglev.table.iter().map(|&pos| available[pos as usize]).collect()
+        maglev.table.iter().map(|&idx| idx as usize).collect()
     }
 
     fn pick(pool: &Balancer, client: u64) -> Option<usize> {
@@ -373,6 +394,55 @@ mod tests {
             }
         }
         assert!(moved as f64 / kept as f64 <= OTHERS_MOVED_MAX, "{moved}/{kept}");
+    }
+
+    #[test]
+    fn a_change_serves_the_table_a_fresh_build_would() {
+        let pool = Balancer::new(Algorithm::ConsistentHash, &[1, 2, 0, 3]);
+        let size = pool.inner.plan.load().maglev.as_ref().map(|m| m.table.len());
+        pool.set_weights(&[1, 0, 2, 3]).expect("four weights");
+        let fresh = Balancer::new(Algorithm::ConsistentHash, &[1, 0, 2, 3]);
+        assert_eq!(pool.inner.plan.load().maglev.as_ref().map(|m| m.table.len()), size);
+        for k in 0..300 {
+            let key = PickKey {
+                client: splitmix64(k),
+                random: 0,
+            };
+            let in_pool: Vec<usize> = pool.select(key).map(|l| l.index()).collect();
+            let in_fresh: Vec<usize> = fresh.select(key).map(|l| l.index()).collect();
+            assert_eq!(in_pool, in_fresh, "client {}", key.client);
+        }
+    }
+
+    #[test]
+    fn the_weights_in_force_keep_their_table() {
+        let pool = Balancer::new(Algorithm::ConsistentHash, &[1, 2, EFFECTIVE_WEIGHT_MAX + 1]);
+        let before = pool.inner.plan.load_full();
+        // Clamped, the weight in force is the limit already.
+        pool.set_weights(&[1, 2, EFFECTIVE_WEIGHT_MAX]).expect("three weights");
+        assert!(std::sync::Arc::ptr_eq(&before, &pool.inner.plan.load_full()));
+    }
+
+    #[test]
+    fn a_backend_failing_and_recovering_moves_few_other_clients() {
+        let pool = Balancer::new(Algorithm::ConsistentHash, &[2, 1, 3, 1, 1]);
+        let clients: Vec<u64> = (0..20_000).map(|k| splitmix64(k ^ 0xC11E)).collect();
+        let before: Vec<Option<usize>> = clients.iter().map(|&c| pick(&pool, c)).collect();
+        pool.set_weights(&[2, 1, 0, 1, 1]).expect("five weights");
+        let during: Vec<Option<usize>> = clients.iter().map(|&c| pick(&pool, c)).collect();
+        let (mut kept, mut moved) = (0, 0);
+        for (was, is) in before.iter().zip(&during) {
+            assert_ne!(*is, Some(2));
+            if *was != Some(2) {
+                kept += 1;
+                moved += usize::from(was != is);
+            }
+        }
+        assert!(moved as f64 / kept as f64 <= OTHERS_MOVED_MAX, "{moved}/{kept}");
+        // Recovered at full weight, every client is back where it was.
+        pool.set_weights(&[2, 1, 3, 1, 1]).expect("five weights");
+        let after: Vec<Option<usize>> = clients.iter().map(|&c| pick(&pool, c)).collect();
+        assert_eq!(after, before);
     }
 
     proptest! {

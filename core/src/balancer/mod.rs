@@ -27,17 +27,18 @@
 //!
 //! One file each; each documents its own guarantee and cost.
 //!
-//! | name                | file                | pick cost          | shared state          |
-//! |---------------------|---------------------|--------------------|-----------------------|
-//! | `round-robin`       | [`round_robin`]     | O(1)               | one atomic ticket     |
-//! | `weighted`          | [`weighted`]        | O(log n) amortized | Pfair schedule, Mutex |
-//! | `least-connections` | [`least_conn`]      | O(log n)           | ordered set, Mutex    |
-//! | `power-of-two`      | [`power_of_two`]    | O(1)               | the active counters   |
-//! | `consistent-hash`   | [`consistent_hash`] | O(1)               | Maglev table, no lock |
+//! | name                | file                | pick cost          | shared state                   |
+//! |---------------------|---------------------|--------------------|--------------------------------|
+//! | `round-robin`       | [`round_robin`]     | O(1)               | one atomic ticket, swapped plan |
+//! | `weighted`          | [`weighted`]        | O(log n) amortized | Pfair schedule, Mutex          |
+//! | `least-connections` | [`least_conn`]      | O(log n)           | ordered set, Mutex             |
+//! | `power-of-two`      | [`power_of_two`]    | O(1)               | the active counters, swapped plan |
+//! | `consistent-hash`   | [`consistent_hash`] | O(1)               | Maglev table in a swapped plan |
 //!
 //! No pick scans the backend list: a pool may hold many thousands of backends and a pick
-//! happens on every accepted connection. Building the tables in [`Balancer::new`] may
-//! scan; fallbacks may cost more than a pick but are bounded and never repeat.
+//! happens on every accepted connection. Building the tables in [`Balancer::new`] and
+//! [`Balancer::set_weights`] may scan; fallbacks may cost more than a pick but are
+//! bounded and never repeat.
 //!
 //! ```
 //! use gobalancer::balancer::{Algorithm, Balancer, PickKey};
@@ -60,6 +61,75 @@
 //! drop(lease);
 //! assert_eq!(pool.total_active(), 0);
 //! ```
+//!
+//! # Changing weights
+//!
+//! The backend *set* is fixed for a balancer's life; the *weights* are not. Health
+//! checking publishes every backend's effective weight (0 while it is down or ejected,
+//! ramping up during slow start) several times a second, and [`Balancer::set_weights`]
+//! applies them in place, so the active counters and the leases alive carry on
+//! untouched. The change is built off the hot path and then published whole:
+//!
+//! - round-robin, power-of-two and consistent-hash read an immutable `Plan` (the
+//!   weights, the available backends and, for consistent-hash, the Maglev table)
+//!   through an [`ArcSwap`]: a pick loads it without a lock; `set_weights` builds the
+//!   next plan while the previous one keeps serving (a Maglev table takes milliseconds
+//!   to seconds), then swaps it in;
+//! - weighted restarts its Pfair schedule, under the Mutex its picks already take;
+//! - least-connections re-keys its ordered set in place, under its Mutex.
+//!
+//! A selection that is mid-iteration when the weights change finishes walking the plan
+//! it started from, so it still never yields a backend twice, but every candidate is
+//! checked against the current weights before it is yielded: once `set_weights` has
+//! returned, a backend it set to 0 is never yielded, not even as a fallback. (Backends
+//! that became available meanwhile are not added to that selection.)
+//!
+//! ```
+//! use gobalancer::balancer::{Algorithm, Balancer, PickKey};
+//!
+//! let pool = Balancer::new(Algorithm::RoundRobin, &[1, 1, 1]);
+//! let held = pool.select(PickKey::default()).next(); // on backend 0
+//!
+//! // Backend 0 fails its health checks; backend 2 is slow-starting at weight 1.
+//! pool.set_weights(&[0, 4, 1]).expect("one weight per backend");
+//! let tried: Vec<usize> = pool.select(PickKey::default()).map(|lease| lease.index()).collect();
+//! assert_eq!(tried, [2, 1]);
+//!
+//! // The lease taken before the change still counts, and still uncounts.
+//! assert_eq!(pool.active(0), 1);
+//! drop(held);
+//! assert_eq!(pool.active(0), 0);
+//! ```
+//!
+//! # Carrying counts over a reload
+//!
+//! A config reload builds a new balancer for the new backend set and swaps it in, while
+//! connections made through the old one are still open. The count of a backend that
+//! stays must not restart at zero (least-connections would pile onto it), so counts live
+//! in shared [`ActiveCounter`]s: [`Balancer::counters`] hands them out and
+//! [`Balancer::with_counters`] builds a balancer on them, and a lease of either balancer
+//! counts on the same counter. Matching backends across the reload (by address) is the
+//! caller's job; indices may differ.
+//!
+//! ```
+//! use gobalancer::balancer::{Algorithm, Balancer, PickKey};
+//!
+//! let old = Balancer::new(Algorithm::LeastConnections, &[1, 1]);
+//! let held = old.select(PickKey::default()).next(); // on backend 0
+//!
+//! // Backend 1 leaves, backend 0 stays (as the new index 1), a new backend 0 arrives.
+//! let carried = old.counters();
+//! let new = Balancer::with_counters(
+//!     Algorithm::LeastConnections,
+//!     &[1, 1],
+//!     vec![None, Some(carried[0].clone())],
+//! );
+//! assert_eq!(new.active(1), 1);
+//! // The new backend 0 is the less loaded one.
+//! assert_eq!(new.select(PickKey::default()).next().map(|l| l.index()), Some(0));
+//! drop(held);
+//! assert_eq!(new.active(1), 0);
+//! ```
 
 pub mod consistent_hash;
 pub mod least_conn;
@@ -69,10 +139,12 @@ pub mod weighted;
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::iter::FusedIterator;
+use std::iter::{self, FusedIterator};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering as MemoryOrdering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as MemoryOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use consistent_hash::Maglev;
 use least_conn::LeastConn;
@@ -84,6 +156,16 @@ use weighted::Weighted;
 /// Bounding it keeps every product in the ratio comparisons and schedules far from
 /// overflow and keeps the weighted schedule's period (the sum of weights) small.
 pub const WEIGHT_MAX: u32 = 256;
+
+/// Effective weights (set by health checking through [`Balancer::set_weights`]) come in
+/// units of 1/`WEIGHT_SCALE` of a configured weight point, so that a backend of weight 1
+/// can still ramp smoothly during slow start (HAProxy's `eweight` does the same).
+pub const WEIGHT_SCALE: u32 = 64;
+
+/// Highest effective weight: [`WEIGHT_MAX`] configured points at full scale. Products in
+/// the ratio comparisons (u128) and the weighted schedule's period (u64) stay far from
+/// overflow at 100,000 backends.
+pub const EFFECTIVE_WEIGHT_MAX: u32 = WEIGHT_MAX * WEIGHT_SCALE;
 
 /// The selection algorithm of a pool, as named in the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -183,10 +265,54 @@ pub struct PickKey {
     pub random: u64,
 }
 
+/// Live leases on one backend.
+///
+/// Shared (`Arc`) so that it can outlive the balancer that made it: on a config reload
+/// the counter of a backend that stays is handed to the new balancer
+/// ([`Balancer::with_counters`]), and the old balancer's leases still decrement it as
+/// their connections end.
+#[derive(Debug, Default)]
+pub struct ActiveCounter(AtomicU64);
+
+impl ActiveCounter {
+    /// Live leases on this backend, taken from any balancer sharing the counter.
+    pub fn get(&self) -> u64 {
+        self.0.load(MemoryOrdering::Relaxed)
+    }
+
+    /// Counts one lease in; returns the count before.
+    ///
+    /// Relaxed: the counter orders nothing else. Least-connections, the one algorithm
+    /// that must see a pick and its increment as one step, does both under its lock.
+    fn claim(&self) -> u64 {
+        self.0.fetch_add(1, MemoryOrdering::Relaxed)
+    }
+
+    /// Counts one lease out; returns the count before.
+    fn release(&self) -> u64 {
+        let before = self.0.fetch_sub(1, MemoryOrdering::Relaxed);
+        // Every lease counted itself in before it existed, so this cannot have been 0.
+        debug_assert!(before > 0, "lease released twice");
+        before
+    }
+}
+
+/// [`Balancer::set_weights`] was given a different number of weights than the pool has
+/// backends. Nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{given} effective weights given for a pool of {backends} backends")]
+pub struct WeightsLenMismatch {
+    /// Backends in the pool ([`Balancer::len`]).
+    pub backends: usize,
+    /// Weights given.
+    pub given: usize,
+}
+
 /// Shared balancing state of one pool, used by every worker thread at once.
 ///
 /// Cheap to clone: the state lives behind an `Arc`. Rebuild it (and swap it in) when the
-/// backend set or a weight changes; picks themselves never allocate tables.
+/// backend set changes; change weights in place with [`Balancer::set_weights`]. Picks
+/// themselves never allocate tables.
 #[derive(Clone)]
 pub struct Balancer {
     inner: Arc<Inner>,
@@ -194,16 +320,63 @@ pub struct Balancer {
 
 struct Inner {
     algorithm: Algorithm,
-    /// By backend index, clamped to [`WEIGHT_MAX`].
+    /// Live leases by backend index; possibly shared with other balancers.
+    counters: Vec<Arc<ActiveCounter>>,
+    /// Live leases of this balancer, kept separately so reading it never scans the pool.
+    total_active: AtomicU64,
+    /// The current effective weights by backend index, stored before the plan that
+    /// carries them is published: what a selection checks each candidate against, so
+    /// one started on an older plan never yields a backend drained since.
+    effective: Vec<AtomicU32>,
+    /// The current plan; replaced whole by `set_weights`.
+    plan: ArcSwap<Plan>,
+    /// Serialises `set_weights` calls, which may take a while (a Maglev build); picks
+    /// never take it.
+    reweigh: Mutex<()>,
+    policy: Policy,
+}
+
+/// One set of effective weights and what is derived from it. Immutable once built, so
+/// a selection can keep walking the plan it started from after a newer one is
+/// published.
+struct Plan {
+    /// By backend index, clamped to [`EFFECTIVE_WEIGHT_MAX`].
     weights: Vec<u32>,
     /// Backend indices with weight > 0, ascending. The algorithms work on positions in
-    /// this list ("pos"); a lease turns a position back into a backend index.
+    /// this list ("pos"); a selection turns a position back into a backend index
+    /// through the plan it started from.
     available: Vec<usize>,
-    /// Live leases by backend index.
-    active: Vec<AtomicU64>,
-    /// Sum of `active`, kept separately so reading it never scans the pool.
-    total_active: AtomicU64,
-    policy: Policy,
+    /// `consistent-hash` only: its lookup table over `available`.
+    maglev: Option<Maglev>,
+}
+
+impl Plan {
+    /// Clamps `weights` and derives the rest. Scans the pool; for `consistent-hash` it
+    /// also builds the Maglev table.
+    fn new(algorithm: Algorithm, weights: &[u32]) -> Plan {
+        let weights: Vec<u32> = weights.iter().map(|&w| w.min(EFFECTIVE_WEIGHT_MAX)).collect();
+        let available: Vec<usize> = (0..weights.len()).filter(|&idx| weights[idx] > 0).collect();
+        let mut plan = Plan {
+            weights,
+            available,
+            maglev: None,
+        };
+        if algorithm == Algorithm::ConsistentHash {
+            // The table size follows the configured count, not the available one, so
+            // availability changes keep the size and move few clients.
+            plan.maglev = Some(Maglev::new(
+                &plan.available,
+                &plan.available_weights(),
+                plan.weights.len(),
+            ));
+        }
+        plan
+    }
+
+    /// Weights by position in `available`; all > 0.
+    fn available_weights(&self) -> Vec<u32> {
+        self.available.iter().map(|&idx| self.weights[idx]).collect()
+    }
 }
 
 /// The per-algorithm state that lives as long as the balancer.
@@ -212,39 +385,116 @@ enum Policy {
     Weighted(Weighted),
     LeastConnections(LeastConn),
     PowerOfTwo,
-    ConsistentHash(Maglev),
+    ConsistentHash,
 }
 
 impl Balancer {
-    /// Builds the balancing state for one pool.
+    /// Builds the balancing state for one pool, every counter at zero.
     ///
     /// Index `i` of `weights` is backend `i`. Weight 0 means drained: never selected.
-    /// Weights above [`WEIGHT_MAX`] are treated as [`WEIGHT_MAX`] (config validation
+    /// Weights above [`EFFECTIVE_WEIGHT_MAX`] are treated as that (config validation
     /// rejects them earlier; clamping here keeps the arithmetic bounds true regardless).
     pub fn new(algorithm: Algorithm, weights: &[u32]) -> Balancer {
-        let weights: Vec<u32> = weights.iter().map(|&w| w.min(WEIGHT_MAX)).collect();
-        let available: Vec<usize> = (0..weights.len()).filter(|&idx| weights[idx] > 0).collect();
-        let available_weights: Vec<u32> = available.iter().map(|&idx| weights[idx]).collect();
+        Balancer::with_counters(algorithm, weights, vec![None; weights.len()])
+    }
+
+    /// Like [`Balancer::new`], but backend `i` counts on `counters[i]` when that is
+    /// `Some` (a counter taken from another balancer's [`Balancer::counters`]), or on a
+    /// fresh zero counter when it is `None`. Leases of both balancers then count on the
+    /// same counter, so a reload keeps the counts of the backends that stay.
+    ///
+    /// `counters` should hold one entry per backend (debug builds assert it); missing
+    /// entries are fresh counters and extra ones are ignored.
+    ///
+    /// Least-connections starts from the counts the counters hold now. See
+    /// [`least_conn`] for how it follows counts that the other balancer's leases move.
+    pub fn with_counters(algorithm: Algorithm, weights: &[u32], counters: Vec<Option<Arc<ActiveCounter>>>) -> Balancer {
+        debug_assert_eq!(counters.len(), weights.len(), "one counter slot per backend");
+        let counters: Vec<Arc<ActiveCounter>> = counters
+            .into_iter()
+            .chain(iter::repeat_with(|| None))
+            .take(weights.len())
+            .map(Option::unwrap_or_default)
+            .collect();
+        let plan = Arc::new(Plan::new(algorithm, weights));
         let policy = match algorithm {
             Algorithm::RoundRobin => Policy::RoundRobin(RoundRobin::new()),
-            Algorithm::Weighted => Policy::Weighted(Weighted::new(&available_weights)),
-            Algorithm::LeastConnections => Policy::LeastConnections(LeastConn::new(&available_weights)),
+            Algorithm::Weighted => Policy::Weighted(Weighted::new(Arc::clone(&plan))),
+            Algorithm::LeastConnections => Policy::LeastConnections(LeastConn::new(&plan.weights, &counters)),
             Algorithm::PowerOfTwo => Policy::PowerOfTwo,
-            Algorithm::ConsistentHash => {
-                Policy::ConsistentHash(Maglev::new(&available, &available_weights, weights.len()))
-            }
+            Algorithm::ConsistentHash => Policy::ConsistentHash,
         };
-        let active = weights.iter().map(|_| AtomicU64::new(0)).collect();
+        let effective = plan.weights.iter().map(|&w| AtomicU32::new(w)).collect();
         Balancer {
             inner: Arc::new(Inner {
                 algorithm,
-                weights,
-                available,
-                active,
+                counters,
                 total_active: AtomicU64::new(0),
+                effective,
+                plan: ArcSwap::new(plan),
+                reweigh: Mutex::new(()),
                 policy,
             }),
         }
+    }
+
+    /// Replaces the effective weights: `effective[i]` for backend `i`, 0 = takes no new
+    /// connections, clamped to [`EFFECTIVE_WEIGHT_MAX`] like [`Balancer::new`]'s.
+    ///
+    /// Off the hot path: it scans the pool and may rebuild tables (for consistent-hash
+    /// a Maglev table: milliseconds, seconds at 100,000 backends), while picks go on
+    /// with the previous weights; picks that start after it returns use the new ones.
+    /// Giving the weights already in force changes nothing (no table is rebuilt, no
+    /// schedule restarts). Counters and live leases are untouched: a lease taken before
+    /// the change decrements the same counter when it ends. Concurrent calls are applied
+    /// one after the other.
+    ///
+    /// What each algorithm does with the new weights is documented in its module.
+    pub fn set_weights(&self, effective: &[u32]) -> Result<(), WeightsLenMismatch> {
+        let inner = &*self.inner;
+        if effective.len() != inner.counters.len() {
+            return Err(WeightsLenMismatch {
+                backends: inner.counters.len(),
+                given: effective.len(),
+            });
+        }
+        let _writer = lock(&inner.reweigh);
+        let unchanged = inner
+            .plan
+            .load()
+            .weights
+            .iter()
+            .copied()
+            .eq(effective.iter().map(|&w| w.min(EFFECTIVE_WEIGHT_MAX)));
+        if unchanged {
+            return Ok(());
+        }
+        // Built before anything is published: until the swap below, picks keep using
+        // the previous plan, and for consistent-hash the previous table.
+        let plan = Arc::new(Plan::new(inner.algorithm, effective));
+        // Availability first: from here on, selections still walking an older plan
+        // skip the backends drained by this change.
+        for (slot, &weight) in inner.effective.iter().zip(&plan.weights) {
+            slot.store(weight, MemoryOrdering::Relaxed);
+        }
+        inner.plan.store(Arc::clone(&plan));
+        match &inner.policy {
+            Policy::Weighted(weighted) => weighted.replan(plan),
+            Policy::LeastConnections(lc) => lc.reweigh(&plan.weights, &inner.counters),
+            Policy::RoundRobin(_) | Policy::PowerOfTwo | Policy::ConsistentHash => {}
+        }
+        Ok(())
+    }
+
+    /// The effective weights in force, by backend index (clamped).
+    pub fn weights(&self) -> Vec<u32> {
+        self.inner.plan.load().weights.clone()
+    }
+
+    /// The active counter of every backend, by index, to carry into a rebuilt balancer
+    /// with [`Balancer::with_counters`].
+    pub fn counters(&self) -> Vec<Arc<ActiveCounter>> {
+        self.inner.counters.clone()
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -253,11 +503,11 @@ impl Balancer {
 
     /// Number of backends, drained ones included (the length of the weights given).
     pub fn len(&self) -> usize {
-        self.inner.weights.len()
+        self.inner.counters.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.weights.is_empty()
+        self.inner.counters.is_empty()
     }
 
     /// The pick and then the fallbacks, lazily: the first item is the pick, each
@@ -274,16 +524,17 @@ impl Balancer {
         }
     }
 
-    /// Active connections (leases alive) on backend `idx`; 0 for an index outside the
-    /// pool, which has no connections by definition.
+    /// Active connections (live leases) on backend `idx`, counting the leases of every
+    /// balancer sharing its counter; 0 for an index outside the pool, which has no
+    /// connections by definition.
     pub fn active(&self, idx: usize) -> u64 {
-        self.inner
-            .active
-            .get(idx)
-            .map_or(0, |count| count.load(MemoryOrdering::Relaxed))
+        self.inner.counters.get(idx).map_or(0, |counter| counter.get())
     }
 
-    /// Active connections over the whole pool.
+    /// Live leases taken from this balancer, over the whole pool. Unlike
+    /// [`Balancer::active`], this leaves out the leases of other balancers sharing the
+    /// counters: summed over the old and the new balancer of a reload, it counts every
+    /// connection once.
     pub fn total_active(&self) -> u64 {
         self.inner.total_active.load(MemoryOrdering::Relaxed)
     }
@@ -294,51 +545,59 @@ impl fmt::Debug for Balancer {
         f.debug_struct("Balancer")
             .field("algorithm", &self.inner.algorithm)
             .field("backends", &self.len())
-            .field("available", &self.inner.available.len())
+            .field("available", &self.inner.plan.load().available.len())
             .field("total_active", &self.total_active())
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    /// Weight of the backend at `pos` in `available`.
-    fn weight_at(&self, pos: usize) -> u32 {
-        self.weights[self.available[pos]]
-    }
-
-    fn active_at(&self, pos: usize) -> u64 {
-        self.active[self.available[pos]].load(MemoryOrdering::Relaxed)
-    }
-
-    /// Counts one more live lease on the backend at `pos`. Least-connections calls it
-    /// under its own lock so that its ordered view and these counters move together.
-    fn count_claim(&self, pos: usize) {
-        self.active[self.available[pos]].fetch_add(1, MemoryOrdering::Relaxed);
-        self.total_active.fetch_add(1, MemoryOrdering::Relaxed);
-    }
-
-    fn count_release(&self, pos: usize) {
-        let before = self.active[self.available[pos]].fetch_sub(1, MemoryOrdering::Relaxed);
-        let total_before = self.total_active.fetch_sub(1, MemoryOrdering::Relaxed);
-        // Every lease counted itself up before it existed, so neither can have been 0.
-        debug_assert!(before > 0 && total_before > 0, "lease released twice");
+    /// Whether backend `idx` takes new connections under the current weights.
+    fn is_available(&self, idx: usize) -> bool {
+        self.effective
+            .get(idx)
+            .is_some_and(|weight| weight.load(MemoryOrdering::Relaxed) > 0)
     }
 
     /// The cursor a fresh selection starts from: for most algorithms this is where the
     /// pick is made.
     fn start(&self, key: PickKey) -> Cursor {
-        let n = self.available.len();
-        if n == 0 {
-            return Cursor::Done;
-        }
         match &self.policy {
-            Policy::RoundRobin(rr) => Cursor::Rotation(rr.start(n)),
-            Policy::Weighted(weighted) => Cursor::Rotation(weighted.start(n)),
+            Policy::RoundRobin(rr) => {
+                let plan = self.plan.load_full();
+                match plan.available.len() {
+                    0 => Cursor::Done,
+                    n => Cursor::Rotation {
+                        rotation: rr.start(n),
+                        plan,
+                    },
+                }
+            }
+            Policy::Weighted(weighted) => match weighted.start() {
+                Some((rotation, plan)) => Cursor::Rotation { rotation, plan },
+                None => Cursor::Done,
+            },
             Policy::LeastConnections(_) => Cursor::LeastConnections(least_conn::Walk::new()),
-            Policy::PowerOfTwo => Cursor::PowerOfTwo(power_of_two::Walk::new(key.random, n, |pos| {
-                (self.active_at(pos), self.weight_at(pos))
-            })),
-            Policy::ConsistentHash(maglev) => Cursor::ConsistentHash(consistent_hash::Walk::new(maglev, key.client, n)),
+            Policy::PowerOfTwo => {
+                let plan = self.plan.load_full();
+                let n = plan.available.len();
+                if n == 0 {
+                    return Cursor::Done;
+                }
+                let walk = power_of_two::Walk::new(key.random, n, |pos| {
+                    let idx = plan.available[pos];
+                    (self.counters[idx].get(), plan.weights[idx])
+                });
+                Cursor::PowerOfTwo { walk, plan }
+            }
+            Policy::ConsistentHash => {
+                let plan = self.plan.load_full();
+                let walk = match &plan.maglev {
+                    Some(maglev) if !plan.available.is_empty() => consistent_hash::Walk::new(maglev, key.client),
+                    _ => return Cursor::Done,
+                };
+                Cursor::ConsistentHash { walk, plan }
+            }
         }
     }
 }
@@ -351,14 +610,26 @@ pub struct Selection {
     cursor: Cursor,
 }
 
+/// Where a selection is. Each walk works on the plan it holds, so a newer
+/// plan published meanwhile cannot make it repeat a backend or index out of bounds.
 enum Cursor {
     /// `next()` has not been called yet.
     Start,
     /// Round-robin and weighted: the pick, then the following backends in order.
-    Rotation(Rotation),
-    PowerOfTwo(power_of_two::Walk),
+    Rotation {
+        rotation: Rotation,
+        plan: Arc<Plan>,
+    },
+    PowerOfTwo {
+        walk: power_of_two::Walk,
+        plan: Arc<Plan>,
+    },
+    /// Works on the live ordered set (by backend index), not on a plan.
     LeastConnections(least_conn::Walk),
-    ConsistentHash(consistent_hash::Walk),
+    ConsistentHash {
+        walk: consistent_hash::Walk,
+        plan: Arc<Plan>,
+    },
     Done,
 }
 
@@ -366,34 +637,54 @@ impl Iterator for Selection {
     type Item = Lease;
 
     fn next(&mut self) -> Option<Lease> {
+        // The plan a selection starts from is the current one, so its pick needs no
+        // availability check: only the fallbacks, which may come after a change, do.
+        let mut fresh = false;
         if matches!(self.cursor, Cursor::Start) {
             self.cursor = self.inner.start(self.key);
+            fresh = true;
         }
         let inner = &self.inner;
-        let count = |pos: usize| {
-            inner.count_claim(pos);
-            pos
-        };
-        let claimed = match (&mut self.cursor, &inner.policy) {
-            (Cursor::Rotation(rotation), _) => rotation.next().map(count),
-            (Cursor::PowerOfTwo(walk), _) => walk.next().map(count),
-            (Cursor::ConsistentHash(walk), Policy::ConsistentHash(maglev)) => walk.next(maglev).map(count),
-            // Least-connections counts the lease inside its own lock, so the pick and
-            // the increment are one step and concurrent picks spread out.
-            (Cursor::LeastConnections(walk), Policy::LeastConnections(lc)) => {
-                walk.next(lc, |pos| inner.count_claim(pos))
-            }
-            // Start was replaced above; a cursor never pairs with another policy.
-            _ => None,
-        };
-        match claimed {
-            Some(pos) => Some(Lease {
-                inner: Arc::clone(&self.inner),
-                pos,
-            }),
-            None => {
+        // Each turn consumes one candidate of a finite walk, so this ends; it repeats
+        // only for candidates drained after the selection started.
+        loop {
+            let candidate = match (&mut self.cursor, &inner.policy) {
+                (Cursor::Rotation { rotation, plan }, _) => {
+                    rotation.next().and_then(|pos| plan.available.get(pos).copied())
+                }
+                (Cursor::PowerOfTwo { walk, plan }, _) => walk.next().and_then(|pos| plan.available.get(pos).copied()),
+                (Cursor::ConsistentHash { walk, plan }, _) => plan
+                    .maglev
+                    .as_ref()
+                    .and_then(|maglev| walk.next(maglev, &plan.available)),
+                // Least-connections claims under its own lock, on its live set (which
+                // only holds available backends), so the pick and the increment are
+                // one step and concurrent picks spread out.
+                (Cursor::LeastConnections(walk), Policy::LeastConnections(lc)) => {
+                    let claimed = walk.next(lc, &inner.counters);
+                    if let Some(idx) = claimed {
+                        inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
+                        return Some(Lease {
+                            inner: Arc::clone(inner),
+                            idx,
+                        });
+                    }
+                    None
+                }
+                // Start was replaced above; a cursor never pairs with another policy.
+                _ => None,
+            };
+            let Some(idx) = candidate else {
                 self.cursor = Cursor::Done;
-                None
+                return None;
+            };
+            if std::mem::take(&mut fresh) || inner.is_available(idx) {
+                inner.counters[idx].claim();
+                inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
+                return Some(Lease {
+                    inner: Arc::clone(inner),
+                    idx,
+                });
             }
         }
     }
@@ -416,29 +707,33 @@ impl fmt::Debug for Selection {
 /// Because the count rides on the value, every error path (a failed connect, a
 /// cancelled future, a panic unwinding) gives it back, counters never go negative, and
 /// they read zero once all leases are gone. The lease holds the balancer it came from,
-/// so it decrements the same counters even after the pool has been rebuilt and swapped.
+/// so it decrements the same counter after weights change, and after the pool has been
+/// rebuilt and swapped.
 pub struct Lease {
     inner: Arc<Inner>,
-    /// Position in `inner.available`.
-    pos: usize,
+    /// Backend index.
+    idx: usize,
 }
 
 impl Lease {
     /// The backend this lease is on: its index in the weights the balancer was built
     /// from.
     pub fn index(&self) -> usize {
-        self.inner.available[self.pos]
+        self.idx
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        match &self.inner.policy {
-            Policy::LeastConnections(lc) => {
-                lc.release(self.pos, || self.inner.count_release(self.pos));
+        let inner = &self.inner;
+        match &inner.policy {
+            Policy::LeastConnections(lc) => lc.release(self.idx, &inner.counters),
+            _ => {
+                inner.counters[self.idx].release();
             }
-            _ => self.inner.count_release(self.pos),
         }
+        let total_before = inner.total_active.fetch_sub(1, MemoryOrdering::Relaxed);
+        debug_assert!(total_before > 0, "lease released twice");
     }
 }
 
@@ -478,11 +773,15 @@ fn splitmix64(x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Algorithm, Balancer, Lease, PickKey, Selection, VALID_NAMES, WEIGHT_MAX};
+    use super::{
+        ActiveCounter, Algorithm, Balancer, Lease, PickKey, Selection, WeightsLenMismatch, EFFECTIVE_WEIGHT_MAX,
+        VALID_NAMES, WEIGHT_MAX,
+    };
     use proptest::prelude::*;
     use serde::de::value::{Error as ValueError, StrDeserializer};
     use serde::de::IntoDeserializer;
     use serde::Deserialize;
+    use std::sync::Arc;
 
     #[test]
     fn names_round_trip() {
@@ -609,6 +908,178 @@ mod tests {
         }
     }
 
+    #[test]
+    fn set_weights_rejects_a_length_mismatch_and_changes_nothing() {
+        for algorithm in Algorithm::ALL {
+            let pool = Balancer::new(algorithm, &[1, 0, 2]);
+            assert_eq!(
+                pool.set_weights(&[1, 1]),
+                Err(WeightsLenMismatch { backends: 3, given: 2 }),
+                "{algorithm}"
+            );
+            assert_eq!(pool.set_weights(&[1, 1, 1, 1]).map_err(|e| e.given), Err(4));
+            assert_eq!(pool.weights(), [1, 0, 2], "{algorithm}");
+            let mut tried: Vec<usize> = pool.select(PickKey::default()).map(|l| l.index()).collect();
+            tried.sort_unstable();
+            assert_eq!(tried, [0, 2], "{algorithm}");
+        }
+        let message = WeightsLenMismatch { backends: 3, given: 2 }.to_string();
+        assert_eq!(message, "2 effective weights given for a pool of 3 backends");
+    }
+
+    #[test]
+    fn weights_are_the_clamped_weights_in_force() {
+        let pool = Balancer::new(Algorithm::PowerOfTwo, &[1, 100_000, 0]);
+        assert_eq!(pool.weights(), [1, EFFECTIVE_WEIGHT_MAX, 0]);
+        assert_eq!(pool.set_weights(&[0, 7, 300_000]), Ok(()));
+        assert_eq!(pool.weights(), [0, 7, EFFECTIVE_WEIGHT_MAX]);
+        assert_eq!(pool.len(), 3);
+    }
+
+    #[test]
+    fn a_drained_backend_is_never_yielded_and_its_leases_still_count_out() {
+        for algorithm in Algorithm::ALL {
+            let pool = Balancer::new(algorithm, &[1, 1, 1]);
+            let held: Vec<Lease> = (0..6u64)
+                .filter_map(|k| pool.select(PickKey { client: k, random: k }).next())
+                .collect();
+            let on_1 = pool.active(1);
+            pool.set_weights(&[1, 0, 1]).expect("three weights");
+            for k in 0..50u64 {
+                let key = PickKey {
+                    client: super::splitmix64(k),
+                    random: super::splitmix64(!k),
+                };
+                assert!(pool.select(key).all(|lease| lease.index() != 1), "{algorithm}");
+            }
+            assert_eq!(pool.active(1), on_1, "{algorithm}");
+            drop(held);
+            assert_eq!((pool.total_active(), pool.active(1)), (0, 0), "{algorithm}");
+            // And it comes back.
+            pool.set_weights(&[0, 1, 0]).expect("three weights");
+            let tried: Vec<usize> = pool.select(PickKey::default()).map(|l| l.index()).collect();
+            assert_eq!(tried, [1], "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn a_selection_mid_iteration_survives_a_change() {
+        // The change lands after the selection has yielded `after` candidates, for every
+        // possible `after`, and swaps which half of the pool is available.
+        for algorithm in Algorithm::ALL {
+            for after in 0..=4 {
+                let pool = Balancer::new(algorithm, &[1, 1, 1, 1, 0, 0, 0, 0]);
+                let mut selection = pool.select(PickKey { client: 9, random: 9 });
+                let mut tried: Vec<usize> = selection.by_ref().take(after).map(|l| l.index()).collect();
+                pool.set_weights(&[0, 0, 1, 1, 1, 1, 0, 0]).expect("eight weights");
+                let rest: Vec<usize> = selection.map(|l| l.index()).collect();
+                assert!(
+                    rest.iter().all(|&i| (2..=5).contains(&i)),
+                    "{algorithm} after {after}: {rest:?}"
+                );
+                if after == 0 {
+                    // Nothing was picked before the change: the selection is a new one.
+                    let mut all = rest.clone();
+                    all.sort_unstable();
+                    assert_eq!(all, [2, 3, 4, 5], "{algorithm}");
+                }
+                tried.extend(rest);
+                let mut unique = tried.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                assert_eq!(unique.len(), tried.len(), "{algorithm} after {after}: {tried:?}");
+                assert_eq!(pool.total_active(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn with_counters_shares_counts_between_two_balancers() {
+        for algorithm in Algorithm::ALL {
+            let old = Balancer::new(algorithm, &[1, 1, 1]);
+            let mut held: Vec<Lease> = (0..5u64)
+                .filter_map(|k| old.select(PickKey { client: k, random: k }).next())
+                .collect();
+            let before: Vec<u64> = (0..3).map(|i| old.active(i)).collect();
+            // Backend 0 leaves; 1 and 2 stay as 0 and 1; a new backend joins as 2.
+            let carried = old.counters();
+            let new = Balancer::with_counters(
+                algorithm,
+                &[1, 1, 1],
+                vec![Some(Arc::clone(&carried[1])), Some(Arc::clone(&carried[2])), None],
+            );
+            assert!(Arc::ptr_eq(&new.counters()[0], &carried[1]));
+            assert_eq!([new.active(0), new.active(1), new.active(2)], [before[1], before[2], 0]);
+            assert_eq!(new.total_active(), 0, "{algorithm}: only its own leases");
+            held.extend((0..5u64).filter_map(|k| new.select(PickKey { client: k, random: k }).next()));
+            // Both balancers' leases count on the shared counters.
+            for (old_idx, new_idx) in [(1, 0), (2, 1)] {
+                assert_eq!(old.active(old_idx), new.active(new_idx), "{algorithm}");
+            }
+            assert_eq!(old.total_active() + new.total_active(), 10, "{algorithm}");
+            // Old leases end after the reload, in any order with the new ones.
+            held.reverse();
+            held.clear();
+            assert!((0..3).all(|i| old.active(i) == 0 && new.active(i) == 0), "{algorithm}");
+            assert_eq!(old.total_active() + new.total_active(), 0, "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn with_counters_of_none_is_new() {
+        let fresh = Balancer::with_counters(Algorithm::RoundRobin, &[1, 1], vec![None, None]);
+        assert_eq!(fresh.counters().iter().map(|c| c.get()).collect::<Vec<_>>(), [0, 0]);
+        let counter = Arc::new(ActiveCounter::default());
+        let pool = Balancer::with_counters(Algorithm::RoundRobin, &[1], vec![Some(Arc::clone(&counter))]);
+        let lease = pool.select(PickKey::default()).next();
+        assert_eq!(counter.get(), 1);
+        drop(lease);
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[test]
+    fn picks_during_weight_changes_keep_exact_counts() {
+        // Backend 2 is drained in every set of weights, so it is never picked even by a
+        // pick racing a change.
+        const WEIGHT_SETS: [[u32; 4]; 4] = [[1, 2, 0, 3], [0, 2, 0, 1], [3, 0, 0, 3], [1, 1, 0, 0]];
+        for algorithm in Algorithm::ALL {
+            let pool = Balancer::new(algorithm, &WEIGHT_SETS[0]);
+            let picked_drained = std::thread::scope(|scope| {
+                let picker = {
+                    let pool = pool.clone();
+                    scope.spawn(move || {
+                        let mut held: Vec<Lease> = Vec::new();
+                        let mut drained = 0;
+                        for k in 0..2_000u64 {
+                            let key = PickKey {
+                                client: super::splitmix64(k),
+                                random: super::splitmix64(!k),
+                            };
+                            let mut selection = pool.select(key);
+                            // A pick, and its first fallback now and then.
+                            held.extend(selection.by_ref().take(1 + usize::from(k % 7 == 0)));
+                            drained += held.iter().filter(|lease| lease.index() == 2).count();
+                            if held.len() > 5 {
+                                held.drain(..3);
+                            }
+                        }
+                        drained
+                    })
+                };
+                // Slow start: fewer changes than picks, but many.
+                let changes = if algorithm == Algorithm::ConsistentHash { 8 } else { 200 };
+                for change in 0..changes {
+                    let weights = WEIGHT_SETS[change % WEIGHT_SETS.len()];
+                    pool.set_weights(&weights).expect("four weights");
+                }
+                picker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            assert_eq!(picked_drained, 0, "{algorithm}");
+            assert_eq!(pool.total_active(), 0, "{algorithm}");
+            assert!((0..4).all(|i| pool.active(i) == 0), "{algorithm}");
+        }
+    }
+
     fn algorithm() -> impl Strategy<Value = Algorithm> {
         prop::sample::select(Algorithm::ALL.to_vec())
     }
@@ -690,6 +1161,141 @@ mod tests {
             held.clear();
             prop_assert_eq!(pool.total_active(), 0);
             prop_assert!((0..weights.len()).all(|i| pool.active(i) == 0));
+        }
+    }
+
+    /// One step of a pool's life with weight changes.
+    #[derive(Clone, Debug)]
+    enum Event {
+        /// A selection: keep the lease of its k-th candidate (k wraps).
+        Pick(PickKey, usize),
+        /// Drop the held lease at this index (wraps).
+        Drop(usize),
+        /// New effective weights (the first `len()` are used).
+        SetWeights(Vec<u32>),
+        /// A selection takes `k` candidates, the weights change, it takes the rest.
+        SetWeightsMidSelection(PickKey, usize, Vec<u32>),
+    }
+
+    /// Weights with a good share of zeros, so availability flips often.
+    fn effective_weights() -> impl Strategy<Value = Vec<u32>> {
+        prop::collection::vec(prop_oneof![1 => Just(0u32), 2 => 1..=WEIGHT_MAX], 8)
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => (key(), 0usize..4).prop_map(|(key, k)| Event::Pick(key, k)),
+            3 => any::<usize>().prop_map(Event::Drop),
+            2 => effective_weights().prop_map(Event::SetWeights),
+            1 => (key(), 0usize..4, effective_weights()).prop_map(|(key, k, w)| Event::SetWeightsMidSelection(key, k, w)),
+        ]
+    }
+
+    fn assert_counts(pool: &Balancer, held: &[Lease]) -> Result<(), TestCaseError> {
+        for i in 0..pool.len() {
+            let live = held.iter().filter(|lease| lease.index() == i).count() as u64;
+            prop_assert_eq!(pool.active(i), live, "backend {}", i);
+        }
+        prop_assert_eq!(pool.total_active(), held.len() as u64);
+        Ok(())
+    }
+
+    proptest! {
+        // Fewer cases than above: consistent-hash cases build several 65,537-slot
+        // tables each, and the debug test run should stay within seconds.
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Through any interleaving of weight changes, picks and drops: counters equal
+        /// the live leases and reach zero, no backend at effective weight 0 is ever
+        /// yielded, and a selection the change lands in never yields one twice.
+        #[test]
+        fn weight_changes_keep_counters_exact_and_drained_backends_out(
+            algorithm in algorithm(),
+            weights in prop::collection::vec(0..=WEIGHT_MAX, 1..=8),
+            events in prop::collection::vec(event(), 0..40),
+        ) {
+            let n = weights.len();
+            // A consistent-hash change rebuilds a 65,537-slot table; a few suffice.
+            let mut rebuilds_left = if algorithm == Algorithm::ConsistentHash { 3 } else { usize::MAX };
+            let pool = Balancer::new(algorithm, &weights);
+            let mut held: Vec<Lease> = Vec::new();
+            for event in events {
+                match event {
+                    Event::Pick(key, k) => {
+                        let current = pool.weights();
+                        let tried: Vec<Lease> = pool.select(key).take(k + 1).collect();
+                        prop_assert!(tried.iter().all(|lease| current[lease.index()] > 0));
+                        held.extend(tried.into_iter().last());
+                    }
+                    Event::Drop(which) => {
+                        if !held.is_empty() {
+                            held.swap_remove(which % held.len());
+                        }
+                    }
+                    Event::SetWeights(new) => {
+                        if rebuilds_left > 0 {
+                            rebuilds_left -= 1;
+                            prop_assert_eq!(pool.set_weights(&new[..n]), Ok(()));
+                            let clamped: Vec<u32> = new[..n].iter().map(|&w| w.min(EFFECTIVE_WEIGHT_MAX)).collect();
+                            prop_assert_eq!(pool.weights(), clamped);
+                        }
+                    }
+                    Event::SetWeightsMidSelection(key, k, new) => {
+                        if rebuilds_left == 0 {
+                            continue;
+                        }
+                        rebuilds_left -= 1;
+                        let mut selection = pool.select(key);
+                        let mut tried: Vec<Lease> = selection.by_ref().take(k).collect();
+                        prop_assert_eq!(pool.set_weights(&new[..n]), Ok(()));
+                        let rest: Vec<Lease> = selection.collect();
+                        prop_assert!(rest.iter().all(|lease| new[lease.index()] > 0));
+                        tried.extend(rest);
+                        let mut indices: Vec<usize> = tried.iter().map(Lease::index).collect();
+                        indices.sort_unstable();
+                        indices.dedup();
+                        prop_assert_eq!(indices.len(), tried.len());
+                        // Keep one of them, as a caller whose last attempt connected.
+                        held.extend(tried.pop());
+                    }
+                }
+                assert_counts(&pool, &held)?;
+            }
+            held.clear();
+            prop_assert_eq!(pool.total_active(), 0);
+            prop_assert!((0..n).all(|i| pool.active(i) == 0));
+        }
+
+        /// Two balancers on shared counters (a reload): the counters equal the live
+        /// leases of both, whichever balancer took them and in whatever order they end.
+        #[test]
+        fn shared_counters_count_both_balancers(
+            algorithm in algorithm(),
+            weights in prop::collection::vec(0..=WEIGHT_MAX, 1..=8),
+            steps in prop::collection::vec((any::<bool>(), step()), 0..60),
+        ) {
+            let old = Balancer::new(algorithm, &weights);
+            let new = Balancer::with_counters(algorithm, &weights, old.counters().into_iter().map(Some).collect());
+            let mut held: Vec<Lease> = Vec::new();
+            for (on_new, step) in steps {
+                let pool = if on_new { &new } else { &old };
+                match step {
+                    Step::Pick(key, k) => held.extend(pool.select(key).take(k + 1).last()),
+                    Step::Drop(which) => {
+                        if !held.is_empty() {
+                            held.swap_remove(which % held.len());
+                        }
+                    }
+                }
+                for i in 0..weights.len() {
+                    let live = held.iter().filter(|lease| lease.index() == i).count() as u64;
+                    prop_assert_eq!(old.active(i), live);
+                    prop_assert_eq!(new.active(i), live);
+                }
+                prop_assert_eq!(old.total_active() + new.total_active(), held.len() as u64);
+            }
+            held.clear();
+            prop_assert!((0..weights.len()).all(|i| old.active(i) == 0 && new.active(i) == 0));
         }
     }
 }

@@ -10,6 +10,15 @@
 //! so the retry can land right back on the backend that just failed.
 //!
 //! `Rotation` (the pick and its followers) is also the fallback order of `weighted`.
+//!
+//! # Changing weights
+//!
+//! After [`Balancer::set_weights`](super::Balancer::set_weights) the rotation is over the
+//! backends whose new weight is above 0, in index order. The ticket counter carries on,
+//! so the rotation continues from ticket `t` at `available[t % n]` of the new list
+//! rather than restarting at the lowest index: a pool whose availability flaps does not
+//! send an extra share to backend 0 at every change. The list lives in the balancer's
+//! swapped plan, so a pick takes one ticket and loads the plan, and no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -134,8 +143,45 @@ mod tests {
         assert!(picks(&Balancer::new(Algorithm::RoundRobin, &[]), 3).is_empty());
     }
 
+    #[test]
+    fn a_change_continues_the_tickets_over_the_new_set() {
+        let pool = Balancer::new(Algorithm::RoundRobin, &[1, 1, 1, 1]);
+        assert_eq!(picks(&pool, 2), [0, 1]);
+        // Ticket 2 of the new set [0, 2, 3] is backend 3, then the rotation goes on.
+        pool.set_weights(&[1, 0, 1, 1]).expect("four weights");
+        assert_eq!(picks(&pool, 5), [3, 0, 2, 3, 0]);
+        // Weights other than 0 still do not matter.
+        pool.set_weights(&[9, 0, 1, 200]).expect("four weights");
+        assert_eq!(picks(&pool, 3), [2, 3, 0]);
+        pool.set_weights(&[0, 0, 0, 0]).expect("four weights");
+        assert!(picks(&pool, 3).is_empty());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// After a change, pick k is exactly the (t + k mod n)-th backend of the new
+        /// available set, where t is the number of tickets taken before: an exact
+        /// rotation over the new set.
+        #[test]
+        fn exact_rotation_over_the_new_set(
+            before in prop::collection::vec(0..=crate::balancer::WEIGHT_MAX, 1..=8),
+            after in prop::collection::vec(prop_oneof![Just(0), 1..=crate::balancer::WEIGHT_MAX], 8),
+            picked_before in 0usize..20,
+            count in 0usize..40,
+        ) {
+            let after = &after[..before.len()];
+            let pool = Balancer::new(Algorithm::RoundRobin, &before);
+            let tickets = picks(&pool, picked_before).len();
+            pool.set_weights(after).expect("same length");
+            let available: Vec<usize> = (0..after.len()).filter(|&i| after[i] > 0).collect();
+            let expected: Vec<usize> = if available.is_empty() {
+                Vec::new()
+            } else {
+                (0..count).map(|k| available[(tickets + k) % available.len()]).collect()
+            };
+            prop_assert_eq!(picks(&pool, count), expected);
+        }
 
         /// Pick k is exactly the (k mod n)-th available backend.
         #[test]

@@ -39,7 +39,7 @@
 //!
 //! The schedule repeats with period `W`: backend `i`'s `w_i`-th job has deadline
 //! exactly `W` and its next release is `W`. So slots are counted modulo `W`, which
-//! keeps every number below `W <= WEIGHT_MAX * n`; the first job of the next period is
+//! keeps every number below `W <= EFFECTIVE_WEIGHT_MAX * n`; the first job of the next period is
 //! parked in a third heap, which becomes the ready heap when the period ends (all
 //! jobs of the period are done by then, since all their deadlines are `<= W`).
 //!
@@ -49,35 +49,67 @@
 //!
 //! Fallbacks are the backends after the pick in index rotation: a retry is not a new
 //! slot of the schedule, so it does not disturb the shares of other connections.
+//!
+//! # Changing weights
+//!
+//! [`Balancer::set_weights`](super::Balancer::set_weights) restarts the schedule with
+//! the new weights, from slot 0 of a new period, under the same lock. The bound above
+//! then holds for every prefix of the picks counted from the change. (Carrying the old
+//! schedule's progress over would not help: the old jobs' windows were computed for
+//! the old shares, and under a slow-start ramp the weights change again before a
+//! period ends anyway.)
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::lock;
 use super::round_robin::Rotation;
+use super::{lock, Plan};
 
 /// The shared schedule of one pool.
 ///
 /// Behind a plain Mutex: the critical section is a few heap operations, far shorter
 /// than anything else done per connection, so the lock is uncontended in practice.
 pub(super) struct Weighted {
-    schedule: Mutex<Schedule>,
+    turns: Mutex<Turns>,
+}
+
+/// A schedule and the plan it was built from: its tasks are positions in that plan's
+/// available list, so the two are only ever replaced together.
+struct Turns {
+    schedule: Schedule,
+    plan: Arc<Plan>,
 }
 
 impl Weighted {
-    /// `weights` by position in the available list; all > 0.
-    pub(super) fn new(weights: &[u32]) -> Weighted {
+    pub(super) fn new(plan: Arc<Plan>) -> Weighted {
         Weighted {
-            schedule: Mutex::new(Schedule::new(weights)),
+            turns: Mutex::new(Turns {
+                schedule: Schedule::new(&plan.available_weights()),
+                plan,
+            }),
         }
     }
 
-    /// Takes the next slot and returns the rotation starting at its backend; `n` (> 0)
-    /// is the number of available backends.
-    pub(super) fn start(&self, n: usize) -> Rotation {
-        let pos = lock(&self.schedule).pick().unwrap_or(0);
-        Rotation::new(pos, n)
+    /// Takes the next slot and returns the rotation starting at its backend, with the
+    /// plan its positions refer to; `None` when no backend is available.
+    pub(super) fn start(&self) -> Option<(Rotation, Arc<Plan>)> {
+        let mut turns = lock(&self.turns);
+        let pos = turns.schedule.pick()?;
+        let rotation = Rotation::new(pos, turns.plan.available.len());
+        Some((rotation, Arc::clone(&turns.plan)))
+    }
+
+    /// Restarts the schedule on a new plan: the next pick is slot 0 of the new
+    /// weights' period. The schedule is built before the lock is taken and the old one
+    /// freed after it is released, so picks wait only for the swap.
+    pub(super) fn replan(&self, plan: Arc<Plan>) {
+        let fresh = Turns {
+            schedule: Schedule::new(&plan.available_weights()),
+            plan,
+        };
+        let previous = std::mem::replace(&mut *lock(&self.turns), fresh);
+        drop(previous);
     }
 }
 
@@ -184,7 +216,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::Schedule;
-    use crate::balancer::{Algorithm, Balancer, PickKey, WEIGHT_MAX};
+    use crate::balancer::{Algorithm, Balancer, PickKey, EFFECTIVE_WEIGHT_MAX, WEIGHT_MAX};
     use proptest::prelude::*;
 
     fn picks(pool: &Balancer, count: usize) -> Vec<usize> {
@@ -221,9 +253,9 @@ mod tests {
 
     #[test]
     fn weights_above_the_limit_count_as_the_limit() {
-        let clamped = Balancer::new(Algorithm::Weighted, &[1000, 1]);
-        let exact = Balancer::new(Algorithm::Weighted, &[WEIGHT_MAX, 1]);
-        let period = WEIGHT_MAX as usize + 1;
+        let clamped = Balancer::new(Algorithm::Weighted, &[EFFECTIVE_WEIGHT_MAX * 4, 1]);
+        let exact = Balancer::new(Algorithm::Weighted, &[EFFECTIVE_WEIGHT_MAX, 1]);
+        let period = EFFECTIVE_WEIGHT_MAX as usize + 1;
         assert_eq!(picks(&clamped, 2 * period), picks(&exact, 2 * period));
     }
 
@@ -241,8 +273,60 @@ mod tests {
         assert!(picks(&Balancer::new(Algorithm::Weighted, &[0, 0]), 3).is_empty());
     }
 
+    #[test]
+    fn a_change_restarts_the_schedule() {
+        let pool = Balancer::new(Algorithm::Weighted, &[5, 1, 1]);
+        assert_eq!(picks(&pool, 3), [0, 0, 0]);
+        pool.set_weights(&[1, 1, 1]).expect("three weights");
+        assert_eq!(picks(&pool, 6), [0, 1, 2, 0, 1, 2]);
+        // Slow start of backend 2: 1, then 2, against 4 and 4.
+        pool.set_weights(&[4, 4, 1]).expect("three weights");
+        assert_eq!(picks(&pool, 9), [0, 1, 0, 1, 0, 1, 2, 0, 1]);
+        pool.set_weights(&[4, 4, 2]).expect("three weights");
+        assert_eq!(picks(&pool, 10), [0, 1, 2, 0, 1, 0, 1, 2, 0, 1]);
+        pool.set_weights(&[0, 0, 0]).expect("three weights");
+        assert!(picks(&pool, 2).is_empty());
+    }
+
+    #[test]
+    fn the_same_weights_do_not_restart_the_schedule() {
+        let pool = Balancer::new(Algorithm::Weighted, &[2, 1]);
+        assert_eq!(picks(&pool, 1), [0]);
+        pool.set_weights(&[2, 1]).expect("two weights");
+        assert_eq!(picks(&pool, 5), [1, 0, 0, 1, 0]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// After a change, every prefix of the picks counted from the change stays
+        /// strictly within one pick of every backend's ideal share under the new
+        /// weights, whatever the schedule had done before it.
+        #[test]
+        fn every_prefix_from_a_change_within_one_pick(
+            before in prop::collection::vec(0..=WEIGHT_MAX, 1..=8),
+            after in prop::collection::vec(prop_oneof![Just(0), 1..=WEIGHT_MAX], 8),
+            picked_before in 0usize..300,
+        ) {
+            let after = &after[..before.len()];
+            let pool = Balancer::new(Algorithm::Weighted, &before);
+            picks(&pool, picked_before);
+            pool.set_weights(after).expect("same length");
+            let total: u64 = after.iter().map(|&w| u64::from(w)).sum();
+            let sequence = picks(&pool, 2 * total as usize);
+            prop_assert_eq!(sequence.len(), 2 * total as usize);
+            let mut counts = vec![0u64; after.len()];
+            for (n, &pick) in sequence.iter().enumerate() {
+                prop_assert!(after[pick] > 0, "drained backend {} picked", pick);
+                counts[pick] += 1;
+                let slots = n as u64 + 1;
+                for (i, &w) in after.iter().enumerate() {
+                    let have = i128::from(counts[i]) * i128::from(total);
+                    let ideal = i128::from(slots) * i128::from(w);
+                    prop_assert!((have - ideal).abs() < i128::from(total));
+                }
+            }
+        }
 
         /// Every prefix of three periods stays strictly within one pick of every
         /// backend's ideal share, and drained backends never appear.
