@@ -519,6 +519,29 @@ mod tests {
     }
 
     #[test]
+    fn finds_health_check_fields_nested_in_pools_and_backends() {
+        let src = r#"(pools: [
+    (name: "a", backends: [(address: "x")]),
+    (
+        name: "web",
+        health_check: HealthCheck(kind: "http", timeout: "1s"),
+        passive: (ejection: "10s"),
+        backends: [
+            (address: "10.0.0.1:80"),
+            (address: "10.0.0.2:80", health_check: (interval: "5s", rise: 3)),
+        ],
+    ),
+])"#;
+        assert_at(src, "pools[1].health_check", "HealthCheck(");
+        assert_at(src, "pools[1].health_check.timeout", "\"1s\"),");
+        assert_at(src, "pools[1].passive.ejection", "\"10s\"),");
+        assert_at(src, "pools[1].backends[1].health_check", "(interval");
+        assert_at(src, "pools[1].backends[1].health_check.rise", "3)),");
+        assert_eq!(locate(src, "pools[1].backends[0].health_check"), None);
+        assert_eq!(locate(src, "pools[0].health_check.timeout"), None);
+    }
+
+    #[test]
     fn missing_values_are_none() {
         assert_eq!(locate(NESTED, "timeouts"), None);
         assert_eq!(locate(NESTED, "listeners[2]"), None);

@@ -4,7 +4,8 @@
 //! constructor ([`Config::parse`], [`Config::load`], [`Config::from_flags`],
 //! [`Config::apply_overrides`]) runs the same checks, so the proxy may rely on them
 //! (every listener's pool exists, every pool has a backend that can take traffic, every
-//! timeout is finite and non-zero). A bad config never replaces a good one: the reload
+//! timeout is finite and non-zero, every health check's timeout fits its interval and
+//! its `rise` and `fall` are at least 1). A bad config never replaces a good one: the reload
 //! path keeps the old `Config` when a new one fails to build.
 //!
 //! # The file
@@ -19,7 +20,14 @@
 //!     pools: [(
 //!         name: "web",
 //!         algorithm: "round-robin",
-//!         backends: [(address: "127.0.0.1:9001"), (address: "127.0.0.1:9002", name: "b2", weight: 3)],
+//!         health_check: (kind: "http", path: "/health", interval: "2s", rise: 2, fall: 3),
+//!         passive: (consecutive_failures: 5, ejection: "10s", max_ejection: "5m"),
+//!         slow_start: "30s",
+//!         when_all_down: "refuse",
+//!         backends: [
+//!             (address: "127.0.0.1:9001"),
+//!             (address: "127.0.0.1:9002", name: "b2", weight: 3, health_check: (interval: "5s")),
+//!         ],
 //!     )],
 //! )
 //! ```
@@ -27,6 +35,17 @@
 //! `config/example.ron` at the repository root explains every field. Durations
 //! ([`parse_duration`]) and sizes ([`parse_size`]) are strings with units; unknown
 //! fields are errors, never ignored.
+//!
+//! # Health settings
+//!
+//! Each pool has a [`PoolHealth`]: an optional active check ([`CheckConfig`], TCP or
+//! HTTP), passive detection ([`PassiveConfig`]), a slow-start window and an
+//! [`AllDown`] policy; `health.rs` holds the types and their defaults. A backend may
+//! override the check's timings and its HTTP `path` and `host`; the result is resolved
+//! here, so every [`BackendConfig::check`] is the complete check to run against that
+//! backend and the health module merges nothing. The quick-mode flags `--health-check`,
+//! `--health-interval`, `--rise`, `--fall` and `--slow-start` ([`Overrides`]) set the
+//! same fields on every pool.
 //!
 //! # Errors that say where
 //!
@@ -40,6 +59,7 @@
 //! # Layout
 //!
 //! - `schema.rs`: the file format as ron sees it, and the defaults.
+//! - `health.rs`: the health-check settings, their defaults and limits.
 //! - `validate.rs`: the semantic rules.
 //! - `locate.rs`: field path ↔ line and column in the source.
 //! - `duration.rs`, `size.rs`: the value grammars shared by the file and the flags.
@@ -49,6 +69,7 @@
 mod cli;
 mod duration;
 mod error;
+mod health;
 mod locate;
 mod schema;
 mod size;
@@ -59,6 +80,14 @@ mod validate;
 pub use cli::{Overrides, QuickFlags};
 pub use duration::parse_duration;
 pub use error::{ConfigError, Problem, PROBLEMS_MAX};
+pub use health::{
+    AllDown, CheckConfig, CheckKind, PassiveConfig, PoolHealth, CHECK_INTERVAL_DEFAULT, CHECK_TIMEOUT_DEFAULT,
+    CONSECUTIVE_FAILURES_DEFAULT, CONSECUTIVE_FAILURES_MAX, EJECTION_DEFAULT, EXPECT_RANGES_MAX, FALL_DEFAULT,
+    HEALTH_BODY_BYTES_DEFAULT, HEALTH_BODY_BYTES_MAX, HTTP_EXPECT_DEFAULT, HTTP_HOST_BYTES_MAX, HTTP_METHOD_BYTES_MAX,
+    HTTP_METHOD_DEFAULT, HTTP_PATH_BYTES_MAX, HTTP_PATH_DEFAULT, HTTP_STATUS_MAX, HTTP_STATUS_MIN,
+    JITTER_PERCENT_DEFAULT, JITTER_PERCENT_MAX, MAX_EJECTED_PERCENT_DEFAULT, MAX_EJECTION_DEFAULT, RISE_DEFAULT,
+    THRESHOLD_MAX,
+};
 pub use size::parse_size;
 
 use crate::balancer::Algorithm;
@@ -225,6 +254,8 @@ pub struct PoolConfig {
     pub algorithm: Algorithm,
     /// Never empty once validated.
     pub backends: Vec<BackendConfig>,
+    /// Active and passive checks, slow start, and the all-down policy.
+    pub health: PoolHealth,
 }
 
 /// One upstream server.
@@ -236,6 +267,11 @@ pub struct BackendConfig {
     /// 0..=[`WEIGHT_MAX`](crate::balancer::WEIGHT_MAX); 0 means drained (no new
     /// connections). Defaults to 1.
     pub weight: u32,
+    /// The pool's active check with this backend's overrides applied; None = no active
+    /// checks. Some exactly when the pool's [`PoolHealth::check`] is, and of the same
+    /// kind, method, expected statuses and body bound (only timings, `path` and `host`
+    /// may be overridden).
+    pub check: Option<CheckConfig>,
 }
 
 impl Default for Config {
@@ -295,8 +331,11 @@ impl Config {
                 message: e.code.to_string(),
             }])
         })?;
-        let config = raw.into_config(Provenance::file(origin, src));
-        config.validate()?;
+        // The file's own shape faults (an HTTP-only field on a TCP check, a backend
+        // override with no pool check to override) are found while filling in defaults,
+        // and reported together with the semantic ones.
+        let (config, shape) = raw.into_config(Provenance::file(origin, src));
+        config.report(shape)?;
         Ok(config)
     }
 
@@ -332,13 +371,23 @@ impl Config {
 
     /// Runs every semantic check; for configurations built or changed in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let findings = validate::validate(self);
+        self.report(Vec::new())
+    }
+
+    /// Validates, adding `earlier` findings; fails when there is any finding at all.
+    fn report(&self, mut findings: Vec<validate::Finding>) -> Result<(), ConfigError> {
+        findings.extend(validate::validate(self));
         if findings.is_empty() {
             return Ok(());
         }
-        Err(ConfigError::new(
-            findings.into_iter().map(|f| self.problem(&f.path, f.message)).collect(),
-        ))
+        // A flag applied to every pool (`--rise 0`) fails the same way in each; say so once.
+        let mut seen = std::collections::BTreeSet::new();
+        let problems = findings
+            .into_iter()
+            .map(|f| self.problem(&f.path, f.message))
+            .filter(|p| seen.insert(p.to_string()))
+            .collect();
+        Err(ConfigError::new(problems))
     }
 
     /// Where the value at `path` (such as `listeners[0].bind`) was written:
@@ -481,6 +530,19 @@ impl Provenance {
 
     fn set_by_flag(&mut self, path: &str, flag: &str) {
         self.flags.insert(path.to_string(), flag.to_string());
+    }
+
+    /// Whether the file spells out the value at `path` itself (rather than leaving it
+    /// to a default), and no flag has replaced it since: an override only recomputes a
+    /// default, never a value the operator wrote.
+    fn written(&self, path: &str) -> bool {
+        let in_file = self.source.as_deref().is_some_and(|source| {
+            source
+                .positions
+                .get_or_init(|| locate::index(&source.text))
+                .contains_key(path)
+        });
+        in_file && self.site(path).origin != COMMAND_LINE
     }
 
     fn site(&self, path: &str) -> Site {

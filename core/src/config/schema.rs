@@ -11,9 +11,12 @@
 //! field, never silently ignored. The serde names (`Config`, `Listener`, …) are what
 //! ron checks when a file spells a struct name out, as in `Listener(bind: …)`.
 
+use super::health::{parse_expect, timeout_default_for};
+use super::validate::Finding;
 use super::{
-    parse_addr, parse_duration, parse_size, BackendConfig, Config, ListenerConfig, Mode, PoolConfig, Provenance,
-    Timeouts,
+    parse_addr, parse_duration, parse_size, AllDown, BackendConfig, CheckConfig, CheckKind, Config, ListenerConfig,
+    Mode, PassiveConfig, PoolConfig, PoolHealth, Provenance, Timeouts, HEALTH_BODY_BYTES_DEFAULT, HTTP_EXPECT_DEFAULT,
+    HTTP_METHOD_DEFAULT, HTTP_PATH_DEFAULT,
 };
 use crate::balancer::{Algorithm, WEIGHT_MAX};
 use serde::de::{self, Deserializer, Visitor};
@@ -26,9 +29,9 @@ use std::time::Duration;
 #[serde(rename = "Config", deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
-    workers: Explicit<Count>,
+    workers: Explicit<Count<usize>>,
     #[serde(default)]
-    max_connections: Explicit<Count>,
+    max_connections: Explicit<Count<usize>>,
     #[serde(default)]
     buffer_size: Explicit<Size>,
     #[serde(default)]
@@ -66,6 +69,14 @@ struct RawPool {
     #[serde(default)]
     algorithm: Explicit<AlgorithmName>,
     backends: Vec<RawBackend>,
+    #[serde(default)]
+    health_check: Explicit<RawCheck>,
+    #[serde(default)]
+    passive: RawPassive,
+    #[serde(default)]
+    slow_start: Explicit<DurationText>,
+    #[serde(default)]
+    when_all_down: Explicit<AllDownName>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,15 +87,90 @@ struct RawBackend {
     name: Explicit<String>,
     #[serde(default)]
     weight: Explicit<Weight>,
+    #[serde(default)]
+    health_check: Explicit<RawCheckOverride>,
+}
+
+/// A pool's active check. The HTTP-only fields are read whatever the `kind`, so that
+/// one given with a TCP check is reported by name rather than as an unknown field.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "HealthCheck", deny_unknown_fields)]
+struct RawCheck {
+    #[serde(default)]
+    kind: Explicit<CheckKindName>,
+    #[serde(default)]
+    interval: Explicit<DurationText>,
+    #[serde(default)]
+    timeout: Explicit<DurationText>,
+    #[serde(default)]
+    rise: Explicit<Count<u32>>,
+    #[serde(default)]
+    fall: Explicit<Count<u32>>,
+    #[serde(default)]
+    jitter_percent: Explicit<Count<u8>>,
+    #[serde(default)]
+    method: Explicit<String>,
+    #[serde(default)]
+    path: Explicit<String>,
+    #[serde(default)]
+    host: Explicit<String>,
+    #[serde(default)]
+    expect: Explicit<Expect>,
+    #[serde(default)]
+    body_bytes_max: Explicit<Size>,
+}
+
+/// A backend's changes to its pool's check: timings, and the HTTP `path` and `host`.
+/// The kind, method, expected statuses and body bound are the pool's, so `kind` here
+/// is an unknown field.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "HealthCheckOverride", deny_unknown_fields)]
+struct RawCheckOverride {
+    #[serde(default)]
+    interval: Explicit<DurationText>,
+    #[serde(default)]
+    timeout: Explicit<DurationText>,
+    #[serde(default)]
+    rise: Explicit<Count<u32>>,
+    #[serde(default)]
+    fall: Explicit<Count<u32>>,
+    #[serde(default)]
+    jitter_percent: Explicit<Count<u8>>,
+    #[serde(default)]
+    path: Explicit<String>,
+    #[serde(default)]
+    host: Explicit<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "Passive", deny_unknown_fields)]
+struct RawPassive {
+    #[serde(default)]
+    consecutive_failures: Explicit<Count<u32>>,
+    #[serde(default)]
+    ejection: Explicit<DurationText>,
+    #[serde(default)]
+    max_ejection: Explicit<DurationText>,
+    #[serde(default)]
+    max_ejected_percent: Explicit<Count<u8>>,
 }
 
 impl RawConfig {
-    /// Fills in the defaults. Nothing is checked here: validation runs on the result,
-    /// the same way for files, flags and overrides.
-    pub(super) fn into_config(self, provenance: Provenance) -> Config {
+    /// Fills in the defaults. Values are not checked here: validation runs on the
+    /// result, the same way for files, flags and overrides. What is returned besides
+    /// the config are faults of the file's shape that the config cannot express: an
+    /// HTTP-only field on a TCP check, a backend override with no pool check.
+    pub(super) fn into_config(self, provenance: Provenance) -> (Config, Vec<Finding>) {
         let defaults = Config::default();
         let timeout_defaults = Timeouts::default();
-        Config {
+        let mut shape = Vec::new();
+        let pools = self
+            .pools
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| p.into_pool(&format!("pools[{i}]"), &mut shape))
+            .collect();
+        let config = Config {
             workers: self.workers.0.map_or(defaults.workers, |v| v.0),
             max_connections: self.max_connections.0.map_or(defaults.max_connections, |v| v.0),
             buffer_size: self.buffer_size.0.map_or(defaults.buffer_size, |v| v.0),
@@ -105,26 +191,186 @@ impl RawConfig {
                     pool: l.pool,
                 })
                 .collect(),
-            pools: self
-                .pools
-                .into_iter()
-                .map(|p| PoolConfig {
-                    name: p.name,
-                    algorithm: p.algorithm.0.map_or(Algorithm::RoundRobin, |a| a.0),
-                    backends: p
-                        .backends
-                        .into_iter()
-                        .map(|b| BackendConfig {
-                            // The canonical form, so "[::0001]:80" and "[::1]:80" name the
-                            // same backend.
-                            name: b.name.0.unwrap_or_else(|| b.address.0.to_string()),
-                            address: b.address.0,
-                            weight: b.weight.0.map_or(1, |w| w.0),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            pools,
             provenance,
+        };
+        (config, shape)
+    }
+}
+
+impl RawPool {
+    fn into_pool(self, entry: &str, shape: &mut Vec<Finding>) -> PoolConfig {
+        let check_path = format!("{entry}.health_check");
+        if let Some(check) = &self.health_check.0 {
+            check.http_only_fields(&check_path, shape);
+        }
+        let pool_check = self.health_check.0.as_ref().map(|c| c.resolve(None));
+        let backends = self
+            .backends
+            .into_iter()
+            .enumerate()
+            .map(|(j, b)| {
+                let override_path = format!("{entry}.backends[{j}].health_check");
+                let check = match (&self.health_check.0, &b.health_check.0) {
+                    (Some(pool), over) => {
+                        if let Some(over) = over {
+                            pool.check_override(over, &override_path, shape);
+                        }
+                        Some(pool.resolve(over.as_ref()))
+                    }
+                    (None, Some(_)) => {
+                        shape.push(Finding {
+                            path: override_path,
+                            message: "backend overrides a health check the pool does not define; add a \
+                                      health_check to the pool"
+                                .into(),
+                        });
+                        None
+                    }
+                    (None, None) => None,
+                };
+                BackendConfig {
+                    // The canonical form, so "[::0001]:80" and "[::1]:80" name the
+                    // same backend.
+                    name: b.name.0.unwrap_or_else(|| b.address.0.to_string()),
+                    address: b.address.0,
+                    weight: b.weight.0.map_or(1, |w| w.0),
+                    check,
+                }
+            })
+            .collect();
+        let passive_defaults = PassiveConfig::default();
+        let ejection = self.passive.ejection.0.map_or(passive_defaults.ejection, |v| v.0);
+        PoolConfig {
+            name: self.name,
+            algorithm: self.algorithm.0.map_or(Algorithm::RoundRobin, |a| a.0),
+            backends,
+            health: PoolHealth {
+                check: pool_check,
+                passive: PassiveConfig {
+                    consecutive_failures: self
+                        .passive
+                        .consecutive_failures
+                        .0
+                        .map_or(passive_defaults.consecutive_failures, |v| v.0),
+                    ejection,
+                    // A long first ejection raises the default cap with it, rather than
+                    // making a file that only sets `ejection` invalid.
+                    max_ejection: self
+                        .passive
+                        .max_ejection
+                        .0
+                        .map_or(passive_defaults.max_ejection.max(ejection), |v| v.0),
+                    max_ejected_percent: self
+                        .passive
+                        .max_ejected_percent
+                        .0
+                        .map_or(passive_defaults.max_ejected_percent, |v| v.0),
+                },
+                slow_start: self.slow_start.0.map_or(Duration::ZERO, |v| v.0),
+                when_all_down: self.when_all_down.0.map_or(AllDown::Refuse, |v| v.0),
+            },
+        }
+    }
+}
+
+impl RawCheck {
+    fn is_http(&self) -> bool {
+        matches!(self.kind.0, Some(CheckKindName::Http))
+    }
+
+    /// What a TCP check is called in messages, and how to make it HTTP.
+    fn tcp_note(&self) -> &'static str {
+        if self.kind.0.is_some() {
+            "is kind \"tcp\" (write kind: \"http\" for an HTTP check)"
+        } else {
+            "is kind \"tcp\", the default (add kind: \"http\" for an HTTP check)"
+        }
+    }
+
+    /// Reports each HTTP-only field given with a TCP check, by its own path.
+    fn http_only_fields(&self, check_path: &str, shape: &mut Vec<Finding>) {
+        if self.is_http() {
+            return;
+        }
+        let given = [
+            ("method", self.method.0.is_some()),
+            ("path", self.path.0.is_some()),
+            ("host", self.host.0.is_some()),
+            ("expect", self.expect.0.is_some()),
+            ("body_bytes_max", self.body_bytes_max.0.is_some()),
+        ];
+        for (field, _) in given.iter().filter(|(_, given)| *given) {
+            shape.push(Finding {
+                path: format!("{check_path}.{field}"),
+                message: format!("`{field}` applies to HTTP checks only; this check {}", self.tcp_note()),
+            });
+        }
+    }
+
+    /// Reports a backend's `path` or `host` when the pool's check is TCP.
+    fn check_override(&self, over: &RawCheckOverride, override_path: &str, shape: &mut Vec<Finding>) {
+        if self.is_http() {
+            return;
+        }
+        let given = [("path", over.path.0.is_some()), ("host", over.host.0.is_some())];
+        for (field, _) in given.iter().filter(|(_, given)| *given) {
+            shape.push(Finding {
+                path: format!("{override_path}.{field}"),
+                message: format!(
+                    "`{field}` applies to HTTP checks only; the pool's check {}",
+                    self.tcp_note()
+                ),
+            });
+        }
+    }
+
+    /// The check with `over` applied and defaults filled in. Defaults come last, so a
+    /// backend that only shortens the interval also gets the shorter default timeout.
+    fn resolve(&self, over: Option<&RawCheckOverride>) -> CheckConfig {
+        let defaults = CheckConfig::default();
+        let pick = |over: Option<&Explicit<DurationText>>, pool: &Explicit<DurationText>| {
+            over.and_then(|o| o.0.as_ref()).or(pool.0.as_ref()).map(|v| v.0)
+        };
+        let interval = pick(over.map(|o| &o.interval), &self.interval).unwrap_or(defaults.interval);
+        let timeout = pick(over.map(|o| &o.timeout), &self.timeout).unwrap_or_else(|| timeout_default_for(interval));
+        let count = |over: Option<&Explicit<Count<u32>>>, pool: &Explicit<Count<u32>>, default: u32| {
+            over.and_then(|o| o.0.as_ref())
+                .or(pool.0.as_ref())
+                .map_or(default, |v| v.0)
+        };
+        let text = |over: Option<&Explicit<String>>, pool: &Explicit<String>| {
+            over.and_then(|o| o.0.clone()).or_else(|| pool.0.clone())
+        };
+        let kind = if self.is_http() {
+            CheckKind::Http {
+                method: self.method.0.clone().unwrap_or_else(|| HTTP_METHOD_DEFAULT.to_string()),
+                path: text(over.map(|o| &o.path), &self.path).unwrap_or_else(|| HTTP_PATH_DEFAULT.to_string()),
+                host: text(over.map(|o| &o.host), &self.host),
+                expect: self
+                    .expect
+                    .0
+                    .as_ref()
+                    .map_or_else(|| vec![HTTP_EXPECT_DEFAULT], |e| e.0.clone()),
+                body_bytes_max: self
+                    .body_bytes_max
+                    .0
+                    .as_ref()
+                    .map_or(HEALTH_BODY_BYTES_DEFAULT, |v| v.0),
+            }
+        } else {
+            CheckKind::Tcp
+        };
+        CheckConfig {
+            kind,
+            interval,
+            timeout,
+            rise: count(over.map(|o| &o.rise), &self.rise, defaults.rise),
+            fall: count(over.map(|o| &o.fall), &self.fall, defaults.fall),
+            jitter_percent: over
+                .and_then(|o| o.jitter_percent.0.as_ref())
+                .or(self.jitter_percent.0.as_ref())
+                .map_or(defaults.jitter_percent, |v| v.0),
         }
     }
 }
@@ -146,25 +392,25 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Explicit<T> {
     }
 }
 
-/// A count (workers, connections): a non-negative integer, with messages that say
-/// what is wrong with a negative or oversized one (ron's own is "Integer is out of
-/// bounds").
+/// A count (workers, connections, thresholds): a non-negative integer that fits `T`,
+/// with messages that say what is wrong with a negative or oversized one (ron's own is
+/// "Integer is out of bounds"). The field's own range is checked by validation.
 #[derive(Debug)]
-struct Count(usize);
+struct Count<T>(T);
 
-impl<'de> Deserialize<'de> for Count {
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Count<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CountVisitor;
+        struct CountVisitor<T>(std::marker::PhantomData<T>);
 
-        impl Visitor<'_> for CountVisitor {
-            type Value = Count;
+        impl<T: TryFrom<u64>> Visitor<'_> for CountVisitor<T> {
+            type Value = Count<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a non-negative integer")
             }
 
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                usize::try_from(v)
+                T::try_from(v)
                     .map(Count)
                     .map_err(|_| E::custom(format!("{v} is too large")))
             }
@@ -187,7 +433,7 @@ impl<'de> Deserialize<'de> for Count {
             }
         }
 
-        deserializer.deserialize_any(CountVisitor)
+        deserializer.deserialize_any(CountVisitor(std::marker::PhantomData))
     }
 }
 
@@ -361,5 +607,98 @@ impl<'de> Deserialize<'de> for AlgorithmName {
         }
 
         deserializer.deserialize_str(AlgorithmVisitor)
+    }
+}
+
+/// A health check kind: `"tcp"` or `"http"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckKindName {
+    Tcp,
+    Http,
+}
+
+impl<'de> Deserialize<'de> for CheckKindName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+
+        impl Visitor<'_> for KindVisitor {
+            type Value = CheckKindName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a check kind string, \"tcp\" or \"http\"")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                match s {
+                    "tcp" => Ok(CheckKindName::Tcp),
+                    "http" => Ok(CheckKindName::Http),
+                    _ => Err(E::custom(format!(
+                        "unknown health check kind {s:?}; expected \"tcp\" or \"http\""
+                    ))),
+                }
+            }
+        }
+
+        deserializer.deserialize_str(KindVisitor)
+    }
+}
+
+/// The all-down policy, `"refuse"` or `"fail-open"`, parsed through `FromStr` like the
+/// other names.
+#[derive(Debug)]
+struct AllDownName(AllDown);
+
+impl<'de> Deserialize<'de> for AllDownName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AllDownVisitor;
+
+        impl Visitor<'_> for AllDownVisitor {
+            type Value = AllDownName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a policy string, \"refuse\" or \"fail-open\"")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                s.parse().map(AllDownName).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(AllDownVisitor)
+    }
+}
+
+/// Expected HTTP statuses: a string of codes and ranges (`"200-399"`,
+/// `"200,204,300-302"`), or one code as a bare integer.
+#[derive(Debug)]
+struct Expect(Vec<(u16, u16)>);
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExpectVisitor;
+
+        impl Visitor<'_> for ExpectVisitor {
+            type Value = Expect;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("expected statuses, a string such as \"200-399\" or \"200,204\"")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                parse_expect(s).map(Expect).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u16::try_from(v)
+                    .map(|code| Expect(vec![(code, code)]))
+                    .map_err(|_| E::custom(format!("{v} is not an HTTP status code")))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Err(E::custom(format!("{v} is not an HTTP status code")))
+            }
+        }
+
+        deserializer.deserialize_any(ExpectVisitor)
     }
 }

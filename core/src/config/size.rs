@@ -46,7 +46,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// Writes a size with the largest unit that divides it exactly, for messages.
 pub(crate) fn format_size(bytes: usize) -> String {
     for (name, multiplier) in UNITS {
-        if bytes >= multiplier && bytes % multiplier == 0 {
+        if bytes >= multiplier && bytes.is_multiple_of(multiplier) {
             return format!("{}{name}", bytes / multiplier);
         }
     }

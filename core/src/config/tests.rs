@@ -86,19 +86,51 @@ fn the_example_parses_with_the_documented_values() {
         }]
     );
     let pool = config.pool("web").expect("pool web");
-    assert_eq!(pool.algorithm, Algorithm::RoundRobin);
+    assert_eq!(pool.algorithm, Algorithm::Weighted);
+    let check = CheckConfig {
+        kind: CheckKind::Http {
+            method: "GET".into(),
+            path: "/health".into(),
+            host: Some("web.local".into()),
+            expect: vec![(200, 399)],
+            body_bytes_max: 4096,
+        },
+        ..CheckConfig::default()
+    };
+    assert_eq!(
+        pool.health,
+        PoolHealth {
+            check: Some(check.clone()),
+            passive: PassiveConfig::default(),
+            slow_start: Duration::from_secs(30),
+            when_all_down: AllDown::Refuse,
+        }
+    );
+    let overridden = CheckConfig {
+        kind: CheckKind::Http {
+            method: "GET".into(),
+            path: "/alt".into(),
+            host: Some("web.local".into()),
+            expect: vec![(200, 399)],
+            body_bytes_max: 4096,
+        },
+        interval: Duration::from_secs(5),
+        ..check.clone()
+    };
     assert_eq!(
         pool.backends,
         [
             BackendConfig {
                 address: "127.0.0.1:9001".parse().expect("addr"),
                 name: "127.0.0.1:9001".into(),
-                weight: 1
+                weight: 1,
+                check: Some(check),
             },
             BackendConfig {
                 address: "127.0.0.1:9002".parse().expect("addr"),
                 name: "b2".into(),
-                weight: 3
+                weight: 3,
+                check: Some(overridden),
             },
         ]
     );
@@ -128,6 +160,8 @@ fn defaults_fill_what_the_file_leaves_out() {
         }
     );
     assert_eq!(config.pools[0].backends[0].name, "127.0.0.1:9001");
+    assert_eq!(config.pools[0].health, PoolHealth::default());
+    assert!(config.pools[0].backends.iter().all(|b| b.check.is_none()));
     let config = parse(&edit("(name: \"front\", bind", "(bind"));
     assert_eq!(config.listeners[0].name, "listener-0");
     let config = parse(&edit("(address: \"127.0.0.1:9001\")", "(address: \"[::0001]:9001\")"));
@@ -343,7 +377,7 @@ fn unknown_fields_are_rejected_with_their_name() {
         &[(
             "wieght: 3",
             "pools[0].backends[1].wieght",
-            "Unexpected field named `wieght` in `Backend`, expected one of `address`, `name`, or `weight` instead",
+            "Unexpected field named `wieght` in `Backend`, expected one of `address`, `name`, `weight`, or `health_check` instead",
         )],
     );
 }
@@ -651,6 +685,7 @@ fn counts_are_bounded() {
             address: address(i),
             name: format!("b{i}"),
             weight: 1,
+            check: None,
         })
         .collect();
     config.listeners = (0..=LISTENERS_MAX)
@@ -665,6 +700,7 @@ fn counts_are_bounded() {
         name: String::new(),
         algorithm: Algorithm::RoundRobin,
         backends: parse(VALID).pools[0].backends.clone(),
+        health: PoolHealth::default(),
     };
     config.pools.extend((1..=POOLS_MAX).map(|i| PoolConfig {
         name: format!("p{i}"),
@@ -677,6 +713,564 @@ fn counts_are_bounded() {
          lb.ron:5:12: pools: 1025 pools is above the limit of 1024\n\
          lb.ron:8:23: pools[0].backends: 10001 backends is above the limit of 10000 per pool"
     );
+}
+
+// Health checks: defaults, overrides, and their rules.
+
+/// `VALID` with `fields` added to the pool, before its backends.
+fn with_pool_fields(fields: &str) -> String {
+    edit(
+        "            name: \"web\",\n",
+        &format!("            name: \"web\",\n            {fields}\n"),
+    )
+}
+
+/// `with_pool_fields(pool)`, with `over` as the second backend's `health_check`.
+fn with_override(pool: &str, over: &str) -> String {
+    with_pool_fields(pool).replacen("weight: 3)", &format!("weight: 3, health_check: {over})"), 1)
+}
+
+#[test]
+fn an_empty_health_check_is_tcp_with_every_default() {
+    let config = parse(&with_pool_fields("health_check: (),"));
+    let pool = &config.pools[0];
+    assert_eq!(pool.health.check, Some(CheckConfig::default()));
+    assert_eq!(pool.health.passive, PassiveConfig::default());
+    assert!(pool.backends.iter().all(|b| b.check == Some(CheckConfig::default())));
+    let config = parse(&with_pool_fields("health_check: (kind: \"http\"),"));
+    let http = CheckConfig {
+        kind: CheckKind::http("/"),
+        ..CheckConfig::default()
+    };
+    assert_eq!(config.pools[0].health.check, Some(http));
+}
+
+#[test]
+fn every_health_field_is_read() {
+    let config = parse(&with_override(
+        r#"health_check: HealthCheck(kind: "http", path: "/h?x=1", method: "HEAD", host: "web.local:8080", expect: "200,204,300-302", interval: "3s", timeout: "500ms", rise: 1, fall: 100, jitter_percent: 50, body_bytes_max: 0),
+            passive: Passive(consecutive_failures: 0, ejection: "1s", max_ejection: "1s", max_ejected_percent: 100),
+            algorithm: "weighted", slow_start: "24h",
+            when_all_down: "fail-open","#,
+        r#"HealthCheckOverride(interval: "10s", timeout: "2s", rise: 3, fall: 4, jitter_percent: 0, path: "/alt", host: "b2.local")"#,
+    ));
+    let pool = &config.pools[0];
+    let check = CheckConfig {
+        kind: CheckKind::Http {
+            method: "HEAD".into(),
+            path: "/h?x=1".into(),
+            host: Some("web.local:8080".into()),
+            expect: vec![(200, 200), (204, 204), (300, 302)],
+            body_bytes_max: 0,
+        },
+        interval: Duration::from_secs(3),
+        timeout: Duration::from_millis(500),
+        rise: 1,
+        fall: 100,
+        jitter_percent: 50,
+    };
+    assert_eq!(
+        pool.health,
+        PoolHealth {
+            check: Some(check.clone()),
+            passive: PassiveConfig {
+                consecutive_failures: 0,
+                ejection: Duration::from_secs(1),
+                max_ejection: Duration::from_secs(1),
+                max_ejected_percent: 100,
+            },
+            slow_start: Duration::from_secs(24 * 3600),
+            when_all_down: AllDown::FailOpen,
+        }
+    );
+    // The first backend takes the pool's check; the second overrides what it may.
+    assert_eq!(pool.backends[0].check.as_ref(), Some(&check));
+    let CheckKind::Http { method, expect, .. } = check.kind.clone() else {
+        panic!("not http");
+    };
+    assert_eq!(
+        pool.backends[1].check,
+        Some(CheckConfig {
+            kind: CheckKind::Http {
+                method,
+                path: "/alt".into(),
+                host: Some("b2.local".into()),
+                expect,
+                body_bytes_max: 0,
+            },
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            rise: 3,
+            fall: 4,
+            jitter_percent: 0,
+        })
+    );
+    // A bare integer is one status.
+    let config = parse(&with_pool_fields("health_check: (kind: \"http\", expect: 204),"));
+    assert!(matches!(
+        &config.pools[0].health.check,
+        Some(CheckConfig { kind: CheckKind::Http { expect, .. }, .. }) if expect == &[(204, 204)]
+    ));
+}
+
+#[test]
+fn defaults_follow_the_values_they_depend_on() {
+    // A short interval shortens the default timeout, for the pool and for a backend
+    // that only overrides the interval.
+    let config = parse(&with_override(
+        "health_check: (interval: \"500ms\"),",
+        "(interval: \"300ms\")",
+    ));
+    let timeouts: Vec<Duration> = config.pools[0]
+        .backends
+        .iter()
+        .filter_map(|b| b.check.as_ref().map(|c| c.timeout))
+        .collect();
+    assert_eq!(timeouts, [Duration::from_millis(500), Duration::from_millis(300)]);
+    // A long first ejection raises the default cap with it.
+    let config = parse(&with_pool_fields("passive: (ejection: \"10m\"),"));
+    assert_eq!(config.pools[0].health.passive.max_ejection, Duration::from_secs(600));
+    // A written timeout is the backend's too, and must fit its shorter interval.
+    assert_problems(
+        &with_override("health_check: (timeout: \"1s\"),", "(interval: \"200ms\")"),
+        &[(
+            "\"200ms\")",
+            "pools[0].backends[1].health_check.interval",
+            "timeout 1s is longer than the interval 200ms; a probe must finish before the next one starts",
+        )],
+    );
+}
+
+#[test]
+fn health_values_that_do_not_parse_are_located() {
+    assert_problems(
+        &with_pool_fields("health_check: (kind: \"udp\"),"),
+        &[(
+            "\"udp\"",
+            "pools[0].health_check.kind",
+            "unknown health check kind \"udp\"; expected \"tcp\" or \"http\"",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("when_all_down: \"panic\","),
+        &[(
+            "\"panic\"",
+            "pools[0].when_all_down",
+            "unknown when_all_down \"panic\"; expected \"refuse\" or \"fail-open\"",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (kind: \"http\", expect: \"2xx\"),"),
+        &[(
+            "\"2xx\"",
+            "pools[0].health_check.expect",
+            "\"2xx\" in expect \"2xx\" is not a status code or a range; expected status codes or ranges such as \"200-399\" or \"200,204,300-302\"",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (rise: -1),"),
+        &[(
+            "-1",
+            "pools[0].health_check.rise",
+            "-1 is negative; expected a non-negative integer",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (jitter_percent: 300),"),
+        &[("300", "pools[0].health_check.jitter_percent", "300 is too large")],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (interval: 2),"),
+        &[(
+            "2)",
+            "pools[0].health_check.interval",
+            "a duration is a string with a unit, e.g. \"2s\" or \"2ms\", not the bare number 2",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("slow_start: \"30\","),
+        &[(
+            "\"30\"",
+            "pools[0].slow_start",
+            "duration \"30\" needs a unit (h, m, s, ms or us), e.g. \"30s\"",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (kind: \"http\", body_bytes_max: \"4KB\"),"),
+        &[(
+            "\"4KB\"",
+            "pools[0].health_check.body_bytes_max",
+            "unknown unit \"KB\" in size \"4KB\"; use B, KiB, MiB or GiB",
+        )],
+    );
+}
+
+#[test]
+fn unknown_health_fields_are_rejected_with_their_name() {
+    assert_problems(
+        &with_pool_fields("health_check: (inter: \"2s\"),"),
+        &[(
+            "inter:",
+            "pools[0].health_check.inter",
+            "Unexpected field named `inter` in `HealthCheck`, expected one of `kind`, `interval`, `timeout`, `rise`, `fall`, `jitter_percent`, `method`, `path`, `host`, `expect`, or `body_bytes_max` instead",
+        )],
+    );
+    // A backend cannot change the kind of check.
+    assert_problems(
+        &with_override("health_check: (),", "(kind: \"http\")"),
+        &[(
+            "kind:",
+            "pools[0].backends[1].health_check.kind",
+            "Unexpected field named `kind` in `HealthCheckOverride`, expected one of `interval`, `timeout`, `rise`, `fall`, `jitter_percent`, `path`, or `host` instead",
+        )],
+    );
+    assert_problems(
+        &with_pool_fields("passive: (ejections: \"1s\"),"),
+        &[(
+            "ejections:",
+            "pools[0].passive.ejections",
+            "Unexpected field named `ejections` in `Passive`, expected one of `consecutive_failures`, `ejection`, `max_ejection`, or `max_ejected_percent` instead",
+        )],
+    );
+}
+
+#[test]
+fn http_fields_need_an_http_check() {
+    assert_problems(
+        &with_pool_fields("health_check: (path: \"/health\", expect: \"200\"),"),
+        &[
+            (
+                "\"/health\"",
+                "pools[0].health_check.path",
+                "`path` applies to HTTP checks only; this check is kind \"tcp\", the default (add kind: \"http\" for an HTTP check)",
+            ),
+            (
+                "\"200\"",
+                "pools[0].health_check.expect",
+                "`expect` applies to HTTP checks only; this check is kind \"tcp\", the default (add kind: \"http\" for an HTTP check)",
+            ),
+        ],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (kind: \"tcp\", method: \"GET\", host: \"a\", body_bytes_max: 1),"),
+        &[
+            (
+                "\"GET\"",
+                "pools[0].health_check.method",
+                "`method` applies to HTTP checks only; this check is kind \"tcp\" (write kind: \"http\" for an HTTP check)",
+            ),
+            (
+                "\"a\"",
+                "pools[0].health_check.host",
+                "`host` applies to HTTP checks only; this check is kind \"tcp\" (write kind: \"http\" for an HTTP check)",
+            ),
+            (
+                "1)",
+                "pools[0].health_check.body_bytes_max",
+                "`body_bytes_max` applies to HTTP checks only; this check is kind \"tcp\" (write kind: \"http\" for an HTTP check)",
+            ),
+        ],
+    );
+    assert_problems(
+        &with_override("health_check: (),", "(rise: 1, path: \"/alt\")"),
+        &[(
+            "\"/alt\"",
+            "pools[0].backends[1].health_check.path",
+            "`path` applies to HTTP checks only; the pool's check is kind \"tcp\", the default (add kind: \"http\" for an HTTP check)",
+        )],
+    );
+}
+
+#[test]
+fn slow_start_needs_a_weight_aware_algorithm() {
+    assert_problems(
+        &with_pool_fields("slow_start: \"30s\","),
+        &[(
+            "\"30s\",",
+            "pools[0].slow_start",
+            "slow start ramps weights, which round-robin ignores; use algorithm \"weighted\" (the same rotation when weights are equal)",
+        )],
+    );
+}
+
+#[test]
+fn a_backend_override_needs_a_pool_check() {
+    assert_problems(
+        &with_override("algorithm: \"weighted\", slow_start: \"1s\",", "(rise: 3)"),
+        &[(
+            "(rise: 3)",
+            "pools[0].backends[1].health_check",
+            "backend overrides a health check the pool does not define; add a health_check to the pool",
+        )],
+    );
+}
+
+#[test]
+fn active_check_values_are_bounded() {
+    let src = with_pool_fields(
+        "health_check: (kind: \"http\", interval: \"0s\", timeout: \"25h\", rise: 0, fall: 101, jitter_percent: 51,\n                \
+         method: \"get\", path: \"health\", host: \"a b\", expect: \"99-200,399-200,600\", body_bytes_max: \"2MiB\"),",
+    );
+    assert_problems(
+        &src,
+        &[
+            (
+                "\"0s\"",
+                "pools[0].health_check.interval",
+                "must be greater than zero (probes would run back to back)",
+            ),
+            (
+                "\"25h\"",
+                "pools[0].health_check.timeout",
+                "25h is above the limit of 24h",
+            ),
+            (
+                "0, fall",
+                "pools[0].health_check.rise",
+                "must be 1..=100, not 0: a backend changes state only after at least one probe result",
+            ),
+            ("101", "pools[0].health_check.fall", "101 is above the limit of 100"),
+            (
+                "51",
+                "pools[0].health_check.jitter_percent",
+                "51% is above the limit of 50% of the interval",
+            ),
+            (
+                "\"get\"",
+                "pools[0].health_check.method",
+                "\"get\" is not an HTTP method: use upper-case letters A-Z only, such as \"GET\" or \"HEAD\"",
+            ),
+            (
+                "\"health\"",
+                "pools[0].health_check.path",
+                "\"health\" must start with '/', as in \"/health\"",
+            ),
+            (
+                "\"a b\"",
+                "pools[0].health_check.host",
+                "\"a b\" contains a space; a Host header cannot",
+            ),
+            (
+                "\"99-200",
+                "pools[0].health_check.expect",
+                "status 99 in 99-200 is outside 100..=599",
+            ),
+            (
+                "\"99-200",
+                "pools[0].health_check.expect",
+                "range 399-200 is empty: it starts above its end (write 200-399)",
+            ),
+            (
+                "\"99-200",
+                "pools[0].health_check.expect",
+                "status 600 in 600 is outside 100..=599",
+            ),
+            (
+                "\"2MiB\"",
+                "pools[0].health_check.body_bytes_max",
+                "2MiB is above the limit of 1MiB",
+            ),
+        ],
+    );
+    assert_problems(
+        &with_pool_fields("health_check: (interval: \"1s\", timeout: \"2s\"),"),
+        &[(
+            "\"2s\"",
+            "pools[0].health_check.timeout",
+            "timeout 2s is longer than the interval 1s; a probe must finish before the next one starts",
+        )],
+    );
+    for (path, why) in [
+        (
+            "/a#b",
+            "\"/a#b\" contains '#': a fragment is never sent to a server; percent-encode it as %23",
+        ),
+        ("/a\\tb", "\"/a\\tb\" contains a control character; percent-encode it"),
+        ("/é", "\"/é\" contains a non-ASCII character; percent-encode it"),
+        ("", "\"\" must start with '/', as in \"/health\""),
+    ] {
+        assert_problems(
+            &with_pool_fields(&format!("health_check: (kind: \"http\", path: \"{path}\"),")),
+            &[("\"", "pools[0].health_check.path", why)],
+        );
+    }
+    assert_problems(
+        &with_pool_fields("health_check: (kind: \"http\", host: \"\", method: \"\"),"),
+        &[
+            (
+                "\"\", method",
+                "pools[0].health_check.host",
+                "must not be empty (leave host out to send the backend's address)",
+            ),
+            (
+                "\"\"),",
+                "pools[0].health_check.method",
+                "must not be empty; write an HTTP method such as \"GET\"",
+            ),
+        ],
+    );
+    // The bounds themselves are accepted.
+    parse(&with_pool_fields(
+        "health_check: (kind: \"http\", interval: \"24h\", timeout: \"24h\", rise: 100, fall: 1, jitter_percent: 0, expect: \"100-599\", body_bytes_max: \"1MiB\"),",
+    ));
+}
+
+#[test]
+fn passive_and_slow_start_values_are_bounded() {
+    assert_problems(
+        &with_pool_fields(
+            "passive: (consecutive_failures: 1001, ejection: \"0s\", max_ejection: \"25h\", max_ejected_percent: 101),\n            algorithm: \"weighted\", slow_start: \"25h\",",
+        ),
+        &[
+            (
+                "1001",
+                "pools[0].passive.consecutive_failures",
+                "1001 is above the limit of 1000 (0 turns passive detection off)",
+            ),
+            (
+                "\"0s\"",
+                "pools[0].passive.ejection",
+                "must be greater than zero (an ejection of zero would not take the backend out)",
+            ),
+            ("\"25h\"", "pools[0].passive.max_ejection", "25h is above the limit of 24h"),
+            (
+                "101",
+                "pools[0].passive.max_ejected_percent",
+                "101% is above 100% (the share of the pool's backends ejected at once)",
+            ),
+            ("\"25h\"", "pools[0].slow_start", "25h is above the limit of 24h"),
+        ],
+    );
+    assert_problems(
+        &with_pool_fields("passive: (ejection: \"1m\", max_ejection: \"30s\"),"),
+        &[(
+            "\"30s\"",
+            "pools[0].passive.max_ejection",
+            "30s is shorter than ejection 1m; ejections double from ejection up to max_ejection",
+        )],
+    );
+}
+
+#[test]
+fn backend_overrides_are_checked_once_where_written() {
+    // A fault of the pool's check is reported there only, not again for each backend.
+    assert_problems(
+        &with_override("health_check: (rise: 0),", "(fall: 2)"),
+        &[(
+            "0),",
+            "pools[0].health_check.rise",
+            "must be 1..=100, not 0: a backend changes state only after at least one probe result",
+        )],
+    );
+    assert_problems(
+        &with_override(
+            "health_check: (kind: \"http\"),",
+            "(rise: 0, timeout: \"3s\", jitter_percent: 60, path: \"x\", host: \"a\\nb\")",
+        ),
+        &[
+            (
+                "0, timeout",
+                "pools[0].backends[1].health_check.rise",
+                "must be 1..=100, not 0: a backend changes state only after at least one probe result",
+            ),
+            (
+                "\"3s\"",
+                "pools[0].backends[1].health_check.timeout",
+                "timeout 3s is longer than the interval 2s; a probe must finish before the next one starts",
+            ),
+            (
+                "60",
+                "pools[0].backends[1].health_check.jitter_percent",
+                "60% is above the limit of 50% of the interval",
+            ),
+            (
+                "\"x\"",
+                "pools[0].backends[1].health_check.path",
+                "\"x\" must start with '/', as in \"/health\"",
+            ),
+            (
+                "\"a\\nb\"",
+                "pools[0].backends[1].health_check.host",
+                "\"a\\nb\" contains a control character; a Host header cannot",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn nested_health_paths_are_located() {
+    let src = with_override(
+        "health_check: (\n                interval: \"2s\",\n                timeout: \"1s\",\n            ),",
+        "(rise: 3)",
+    );
+    let config = parse(&src);
+    let line_of = |needle: &str| src.lines().position(|l| l.contains(needle)).map(|i| i + 1);
+    let timeout_line = line_of("timeout: \"1s\"").expect("timeout line");
+    assert_eq!(
+        config.location("pools[0].health_check.timeout"),
+        format!("lb.ron:{timeout_line}:26")
+    );
+    let backend_line = line_of("health_check: (rise: 3)").expect("backend line");
+    let rise_col = src
+        .lines()
+        .nth(backend_line - 1)
+        .and_then(|l| l.find("3)"))
+        .expect("rise")
+        + 1;
+    assert_eq!(
+        config.location("pools[0].backends[1].health_check.rise"),
+        format!("lb.ron:{backend_line}:{rise_col}")
+    );
+    // Left out: located at the entry that would hold it.
+    let override_col = src
+        .lines()
+        .nth(backend_line - 1)
+        .and_then(|l| l.find("(rise"))
+        .expect("override")
+        + 1;
+    assert_eq!(
+        config.location("pools[0].backends[1].health_check.path"),
+        format!("lb.ron:{backend_line}:{override_col}")
+    );
+    assert_eq!(
+        config.location("pools[0].passive.ejection"),
+        config.location("pools[0]")
+    );
+}
+
+#[test]
+fn code_built_checks_must_match_their_pool() {
+    let mut config = parse(VALID);
+    config.pools[0].backends[0].check = Some(CheckConfig::default());
+    assert_eq!(
+        config.validate().expect_err("accepted").to_string(),
+        "lb.ron:9:17: pools[0].backends[0].health_check: backend overrides a health check the pool does not define; add a health_check to the pool"
+    );
+    config.pools[0].set_health_check(Some(CheckConfig::default()));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    config.pools[0].backends[1].check = None;
+    config.pools[0].backends[0].check = Some(CheckConfig {
+        kind: CheckKind::http("/"),
+        ..CheckConfig::default()
+    });
+    let error = config.validate().expect_err("accepted");
+    assert_eq!(
+        error.to_string(),
+        "lb.ron:9:17: pools[0].backends[0].health_check: the backend's health check differs from the pool's in kind, method, expect or body_bytes_max, which a backend cannot override (the pool's check is kind \"tcp\")\n\
+         lb.ron:10:17: pools[0].backends[1].health_check: the backend has no health check but its pool has one; a backend's check is the pool's with overrides applied (PoolConfig::set_health_check sets both)"
+    );
+    // Timings may differ, and are checked.
+    config.pools[0].set_health_check(Some(CheckConfig::default()));
+    if let Some(check) = config.pools[0].backends[1].check.as_mut() {
+        check.fall = 0;
+        check.interval = Duration::from_secs(7);
+    }
+    assert_eq!(
+        config.validate().expect_err("accepted").to_string(),
+        "lb.ron:10:17: pools[0].backends[1].health_check.fall: must be 1..=100, not 0: a backend changes state only after at least one probe result"
+    );
+    config.pools[0].set_health_check(None);
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
 }
 
 // Locations for the binary, and files.

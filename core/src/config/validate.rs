@@ -7,12 +7,22 @@
 //! value; [`Config`] turns that into `file:line:col` (or the flag that set it).
 //!
 //! The limits follow HAProxy where it has one (weights 0..=256, "declared at" for
-//! duplicates) and otherwise bound everything a config can make the process allocate.
+//! duplicates, `rise`/`fall` of at least 1) and otherwise bound everything a config can
+//! make the process allocate or wait for.
+//!
+//! A backend's health check is the pool's with overrides applied, so a fault in the
+//! pool's check would show up again in every backend. A backend's check is therefore
+//! only checked where it differs from the pool's: each fault is reported once, at the
+//! value that was written.
 
+use super::health::format_range;
 use super::{
-    format_duration, format_size, Config, Mode, BACKENDS_PER_POOL_MAX, BUFFER_BYTES_MAX, BUFFER_BYTES_MIN,
-    LISTENERS_MAX, NAME_BYTES_MAX, POOLS_MAX, TIMEOUT_MAX, WORKERS_MAX,
+    format_duration, format_size, CheckConfig, CheckKind, Config, Mode, PassiveConfig, BACKENDS_PER_POOL_MAX,
+    BUFFER_BYTES_MAX, BUFFER_BYTES_MIN, CONSECUTIVE_FAILURES_MAX, EXPECT_RANGES_MAX, HEALTH_BODY_BYTES_MAX,
+    HTTP_HOST_BYTES_MAX, HTTP_METHOD_BYTES_MAX, HTTP_PATH_BYTES_MAX, HTTP_STATUS_MAX, HTTP_STATUS_MIN,
+    JITTER_PERCENT_MAX, LISTENERS_MAX, NAME_BYTES_MAX, POOLS_MAX, THRESHOLD_MAX, TIMEOUT_MAX, WORKERS_MAX,
 };
+use crate::balancer::Algorithm;
 use crate::balancer::WEIGHT_MAX;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -103,18 +113,28 @@ fn check_process(f: &mut Findings<'_>) {
         ("drain", c.timeouts.drain),
     ];
     for (name, value) in timeouts {
-        check_timeout(f, name, value);
+        check_duration(f, format!("timeouts.{name}"), value, ZERO_TIMEOUT);
     }
 }
 
-fn check_timeout(f: &mut Findings<'_>, name: &str, value: Duration) {
-    let path = format!("timeouts.{name}");
+/// Why a zero timeout is refused.
+const ZERO_TIMEOUT: &str = "a zero timeout would expire at once";
+
+/// A duration that must be above zero (`zero_why` says why) and at most [`TIMEOUT_MAX`].
+/// Returns whether it is valid, so that rules relating two durations run only on valid
+/// ones.
+fn check_duration(f: &mut Findings<'_>, path: String, value: Duration, zero_why: &str) -> bool {
     if value.is_zero() {
-        f.add(
-            path,
-            "must be greater than zero (a zero timeout would expire at once)".into(),
-        );
-    } else if value > TIMEOUT_MAX {
+        f.add(path, format!("must be greater than zero ({zero_why})"));
+        false
+    } else {
+        check_duration_max(f, path, value)
+    }
+}
+
+/// A duration that may be zero, at most [`TIMEOUT_MAX`].
+fn check_duration_max(f: &mut Findings<'_>, path: String, value: Duration) -> bool {
+    if value > TIMEOUT_MAX {
         f.add(
             path,
             format!(
@@ -123,7 +143,9 @@ fn check_timeout(f: &mut Findings<'_>, name: &str, value: Duration) {
                 format_duration(TIMEOUT_MAX)
             ),
         );
+        return false;
     }
+    true
 }
 
 fn check_name(f: &mut Findings<'_>, path: String, name: &str) {
@@ -205,6 +227,7 @@ fn check_pools(f: &mut Findings<'_>) {
             format!("pool name {:?}", pool.name)
         });
         check_backends(f, i);
+        check_health(f, i);
     }
 }
 
@@ -279,6 +302,309 @@ fn check_backend_address(f: &mut Findings<'_>, entry: &str, address: SocketAddr)
         f.add(
             format!("{entry}.address"),
             format!("{address} is the unspecified address; a backend needs the IP it listens on"),
+        );
+    }
+}
+
+fn check_health(f: &mut Findings<'_>, pool_index: usize) {
+    let c = f.config;
+    let Some(pool) = c.pools.get(pool_index) else {
+        return;
+    };
+    let entry = format!("pools[{pool_index}]");
+    if let Some(check) = &pool.health.check {
+        check_active(f, &format!("{entry}.health_check"), check, None);
+    }
+    check_passive(f, &entry, &pool.health.passive);
+    check_duration_max(f, format!("{entry}.slow_start"), pool.health.slow_start);
+    // Slow start works through weights, and round robin ignores weights by contract
+    // (exact rotation). `weighted` with equal weights gives the same rotation and ramps.
+    if !pool.health.slow_start.is_zero() && pool.algorithm == Algorithm::RoundRobin {
+        f.add(
+            format!("{entry}.slow_start"),
+            "slow start ramps weights, which round-robin ignores; use algorithm \"weighted\" (the same rotation when weights are equal)".into(),
+        );
+    }
+    for (j, backend) in pool.backends.iter().enumerate() {
+        let at = format!("{entry}.backends[{j}].health_check");
+        match (&pool.health.check, &backend.check) {
+            (None, None) => {}
+            (None, Some(_)) => f.add(
+                at,
+                "backend overrides a health check the pool does not define; add a health_check to the pool".into(),
+            ),
+            // Only code can build these two: the file and the flags resolve every
+            // backend's check from its pool's.
+            (Some(_), None) => f.add(
+                at,
+                "the backend has no health check but its pool has one; a backend's check is the pool's with \
+                 overrides applied (PoolConfig::set_health_check sets both)"
+                    .into(),
+            ),
+            (Some(base), Some(check)) if !same_fixed_fields(base, check) => f.add(
+                at,
+                format!(
+                    "the backend's health check differs from the pool's in kind, method, expect or body_bytes_max, \
+                     which a backend cannot override (the pool's check is kind {:?})",
+                    base.kind.name()
+                ),
+            ),
+            (Some(base), Some(check)) => check_active(f, &at, check, Some(base)),
+        }
+    }
+}
+
+/// Whether `check` differs from `base` only in what a backend may override.
+fn same_fixed_fields(base: &CheckConfig, check: &CheckConfig) -> bool {
+    let mut check = check.clone();
+    check.interval = base.interval;
+    check.timeout = base.timeout;
+    check.rise = base.rise;
+    check.fall = base.fall;
+    check.jitter_percent = base.jitter_percent;
+    if let (
+        CheckKind::Http {
+            path: base_path,
+            host: base_host,
+            ..
+        },
+        CheckKind::Http { path, host, .. },
+    ) = (&base.kind, &mut check.kind)
+    {
+        path.clone_from(base_path);
+        host.clone_from(base_host);
+    }
+    check == *base
+}
+
+/// The rules for one active check at `at`. With `base` (the pool's check, for a
+/// backend's), a field equal to the base's was checked there and is skipped.
+fn check_active(f: &mut Findings<'_>, at: &str, check: &CheckConfig, base: Option<&CheckConfig>) {
+    let differs = |same: bool| base.is_none() || !same;
+    let interval_differs = differs(base.is_some_and(|b| b.interval == check.interval));
+    let timeout_differs = differs(base.is_some_and(|b| b.timeout == check.timeout));
+    let interval_ok = if interval_differs {
+        check_duration(
+            f,
+            format!("{at}.interval"),
+            check.interval,
+            "probes would run back to back",
+        )
+    } else {
+        !check.interval.is_zero() && check.interval <= TIMEOUT_MAX
+    };
+    let timeout_ok = if timeout_differs {
+        check_duration(f, format!("{at}.timeout"), check.timeout, ZERO_TIMEOUT)
+    } else {
+        !check.timeout.is_zero() && check.timeout <= TIMEOUT_MAX
+    };
+    if interval_ok && timeout_ok && check.timeout > check.interval && (interval_differs || timeout_differs) {
+        // Reported at whichever this entry wrote: the timeout if it is its own.
+        let field = if timeout_differs { "timeout" } else { "interval" };
+        f.add(
+            format!("{at}.{field}"),
+            format!(
+                "timeout {} is longer than the interval {}; a probe must finish before the next one starts",
+                format_duration(check.timeout),
+                format_duration(check.interval)
+            ),
+        );
+    }
+    for (field, value, base_value) in [
+        ("rise", check.rise, base.map(|b| b.rise)),
+        ("fall", check.fall, base.map(|b| b.fall)),
+    ] {
+        if base_value == Some(value) {
+            continue;
+        }
+        if value == 0 {
+            f.add(
+                format!("{at}.{field}"),
+                format!(
+                    "must be 1..={THRESHOLD_MAX}, not 0: a backend changes state only after at least one probe result"
+                ),
+            );
+        } else if value > THRESHOLD_MAX {
+            f.add(
+                format!("{at}.{field}"),
+                format!("{value} is above the limit of {THRESHOLD_MAX}"),
+            );
+        }
+    }
+    if differs(base.is_some_and(|b| b.jitter_percent == check.jitter_percent))
+        && check.jitter_percent > JITTER_PERCENT_MAX
+    {
+        f.add(
+            format!("{at}.jitter_percent"),
+            format!(
+                "{}% is above the limit of {JITTER_PERCENT_MAX}% of the interval",
+                check.jitter_percent
+            ),
+        );
+    }
+    if let CheckKind::Http {
+        method,
+        path,
+        host,
+        expect,
+        body_bytes_max,
+    } = &check.kind
+    {
+        let (base_path, base_host) = match base.map(|b| &b.kind) {
+            Some(CheckKind::Http { path, host, .. }) => (Some(path), Some(host)),
+            _ => (None, None),
+        };
+        if base_path != Some(path) {
+            check_http_path(f, format!("{at}.path"), path);
+        }
+        if let (Some(host), true) = (host, base_host != Some(host)) {
+            check_http_host(f, format!("{at}.host"), host);
+        }
+        // The rest cannot differ from the base's (see `same_fixed_fields`).
+        if base.is_none() {
+            check_http_method(f, format!("{at}.method"), method);
+            check_expect(f, format!("{at}.expect"), expect);
+            if *body_bytes_max > HEALTH_BODY_BYTES_MAX {
+                f.add(
+                    format!("{at}.body_bytes_max"),
+                    format!(
+                        "{} is above the limit of {}",
+                        format_size(*body_bytes_max),
+                        format_size(HEALTH_BODY_BYTES_MAX)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_http_method(f: &mut Findings<'_>, path: String, method: &str) {
+    if method.is_empty() {
+        f.add(path, "must not be empty; write an HTTP method such as \"GET\"".into());
+    } else if method.len() > HTTP_METHOD_BYTES_MAX {
+        f.add(
+            path,
+            format!("is {} bytes long; the limit is {HTTP_METHOD_BYTES_MAX}", method.len()),
+        );
+    } else if !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        f.add(
+            path,
+            format!("{method:?} is not an HTTP method: use upper-case letters A-Z only, such as \"GET\" or \"HEAD\""),
+        );
+    }
+}
+
+/// What is wrong with a character that cannot go into a request line or header as is.
+fn describe_unsafe(c: char) -> Option<&'static str> {
+    match c {
+        ' ' => Some("a space"),
+        c if c.is_ascii_control() => Some("a control character"),
+        c if !c.is_ascii() => Some("a non-ASCII character"),
+        _ => None,
+    }
+}
+
+fn check_http_path(f: &mut Findings<'_>, at: String, path: &str) {
+    if !path.starts_with('/') {
+        f.add(at, format!("{path:?} must start with '/', as in \"/health\""));
+    } else if path.len() > HTTP_PATH_BYTES_MAX {
+        f.add(
+            at,
+            format!("is {} bytes long; the limit is {HTTP_PATH_BYTES_MAX}", path.len()),
+        );
+    } else if let Some(what) = path.chars().find_map(describe_unsafe) {
+        f.add(at, format!("{path:?} contains {what}; percent-encode it"));
+    } else if path.contains('#') {
+        f.add(
+            at,
+            format!("{path:?} contains '#': a fragment is never sent to a server; percent-encode it as %23"),
+        );
+    }
+}
+
+fn check_http_host(f: &mut Findings<'_>, at: String, host: &str) {
+    if host.is_empty() {
+        f.add(
+            at,
+            "must not be empty (leave host out to send the backend's address)".into(),
+        );
+    } else if host.len() > HTTP_HOST_BYTES_MAX {
+        f.add(
+            at,
+            format!("is {} bytes long; the limit is {HTTP_HOST_BYTES_MAX}", host.len()),
+        );
+    } else if let Some(what) = host.chars().find_map(describe_unsafe) {
+        f.add(at, format!("{host:?} contains {what}; a Host header cannot"));
+    }
+}
+
+fn check_expect(f: &mut Findings<'_>, at: String, expect: &[(u16, u16)]) {
+    if expect.is_empty() {
+        f.add(at, "must name at least one status, such as \"200-399\"".into());
+        return;
+    }
+    if expect.len() > EXPECT_RANGES_MAX {
+        f.add(
+            at,
+            format!("{} ranges is above the limit of {EXPECT_RANGES_MAX}", expect.len()),
+        );
+        return;
+    }
+    for &(lo, hi) in expect {
+        let range = format_range((lo, hi));
+        let codes = if lo == hi { vec![lo] } else { vec![lo, hi] };
+        for code in codes {
+            if !(HTTP_STATUS_MIN..=HTTP_STATUS_MAX).contains(&code) {
+                f.add(
+                    at.clone(),
+                    format!("status {code} in {range} is outside {HTTP_STATUS_MIN}..={HTTP_STATUS_MAX}"),
+                );
+            }
+        }
+        if lo > hi {
+            f.add(
+                at.clone(),
+                format!("range {range} is empty: it starts above its end (write {hi}-{lo})"),
+            );
+        }
+    }
+}
+
+fn check_passive(f: &mut Findings<'_>, entry: &str, passive: &PassiveConfig) {
+    let at = format!("{entry}.passive");
+    if passive.consecutive_failures > CONSECUTIVE_FAILURES_MAX {
+        f.add(
+            format!("{at}.consecutive_failures"),
+            format!(
+                "{} is above the limit of {CONSECUTIVE_FAILURES_MAX} (0 turns passive detection off)",
+                passive.consecutive_failures
+            ),
+        );
+    }
+    let ejection_ok = check_duration(
+        f,
+        format!("{at}.ejection"),
+        passive.ejection,
+        "an ejection of zero would not take the backend out",
+    );
+    let max_ok = check_duration_max(f, format!("{at}.max_ejection"), passive.max_ejection);
+    if ejection_ok && max_ok && passive.max_ejection < passive.ejection {
+        f.add(
+            format!("{at}.max_ejection"),
+            format!(
+                "{} is shorter than ejection {}; ejections double from ejection up to max_ejection",
+                format_duration(passive.max_ejection),
+                format_duration(passive.ejection)
+            ),
+        );
+    }
+    if passive.max_ejected_percent > 100 {
+        f.add(
+            format!("{at}.max_ejected_percent"),
+            format!(
+                "{}% is above 100% (the share of the pool's backends ejected at once)",
+                passive.max_ejected_percent
+            ),
         );
     }
 }
