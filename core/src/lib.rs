@@ -4,12 +4,15 @@
 //!   backend. The simulation's turmoil backend lives in the `gobalancer-sim` crate.
 //! - [`balancer`]: the selection algorithms, pure and tested without sockets.
 //! - [`config`]: the RON configuration, its validation, and the command-line overlay.
+//! - [`health`]: active probes, passive ejection, slow start; publishes effective
+//!   weights to the balancers.
 //! - [`proxy`]: L4 TCP forwarding, generic over [`io::Env`].
 //! - [`testbackend`]: the scriptable test backend shared by the demo, the tests, the
 //!   simulation and `loadgen serve`.
 
 pub mod balancer;
 pub mod config;
+pub mod health;
 pub mod io;
 pub mod proxy;
 pub mod testbackend;

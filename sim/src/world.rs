@@ -6,12 +6,15 @@
 
 use crate::SimEnv;
 use gobalancer::config::Config;
+use gobalancer::health;
 use gobalancer::io::{BindOptions, Env, IoBuf, OwnedRead, OwnedWrite, Stream};
 use gobalancer::proxy::{tcp, Shared, Shutdown, Worker};
 use gobalancer::testbackend::{self, Reply, Script, Stats};
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Idle buffers the simulated balancer keeps.
@@ -36,19 +39,27 @@ pub fn backend(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, port: u16, rep
     });
 }
 
+/// The running balancer's shared state, for tests to inspect counters and health
+/// between simulation steps. Replaced when the host restarts.
+pub type BalancerHandle = Rc<RefCell<Option<Arc<Shared>>>>;
+
 /// Registers host `name` running gobalancer with the RON configuration `config` (its
 /// listeners and pools; one worker). A config that does not validate fails the host, and
 /// so the run, with the error.
-pub fn balancer(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, config: &str) {
+pub fn balancer(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, config: &str) -> BalancerHandle {
     let host = name.to_string();
     let config = config.to_string();
+    let handle: BalancerHandle = Rc::default();
+    let handle2 = handle.clone();
     sim.host(name, move || {
         let host = host.clone();
         let config = config.clone();
+        let handle = handle2.clone();
         async move {
             let env = SimEnv::new(seed, &host);
             let config = Config::parse(&config, "<simulation>").map_err(|e| e.to_string())?;
             let shared = Shared::from_config(&config)?;
+            *handle.borrow_mut() = Some(shared.clone());
             let worker = Worker::new(config.buffer_size, BUFFERS_KEPT_MAX);
             let mut serving = Vec::new();
             for l in &shared.listeners {
@@ -65,10 +76,16 @@ pub fn balancer(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, config: &str)
             for s in serving {
                 env.spawn(s);
             }
+            // Health checks run on the balancer's host, as on the binary's health thread.
+            for pool in &shared.pools {
+                let addrs = pool.targets.iter().map(|t| t.addr).collect();
+                env.spawn(health::run(env.clone(), pool.health.clone(), addrs, Shutdown::never()));
+            }
             std::future::pending::<()>().await;
             Ok(())
         }
     });
+    handle
 }
 
 /// The RON text of a one-listener, one-pool balancer config on port `port` over

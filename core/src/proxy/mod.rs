@@ -10,6 +10,7 @@ pub mod tcp;
 
 use crate::balancer::Balancer;
 use crate::config::{Config, Mode};
+use crate::health::PoolMonitor;
 use crate::io::IoBuf;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -27,8 +28,8 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
-/// A pool: its backends and the balancing state over them. Index `i` of `targets` is
-/// backend `i` of `balancer`.
+/// A pool: its backends, the balancing state over them, and their health. Index `i` of
+/// `targets` is backend `i` of `balancer` and of `health`.
 pub struct Pool {
     /// The pool's name, for logs.
     pub name: String,
@@ -36,6 +37,8 @@ pub struct Pool {
     pub targets: Vec<Target>,
     /// Selection and per-backend active-connection counters.
     pub balancer: Balancer,
+    /// Health state; publishes effective weights to `balancer`.
+    pub health: Arc<PoolMonitor>,
 }
 
 /// Settings of one listener's forwarding.
@@ -142,6 +145,8 @@ impl Shared {
             .iter()
             .map(|p| {
                 let weights: Vec<u32> = p.backends.iter().map(|b| b.weight).collect();
+                let balancer = Balancer::new(p.algorithm, &weights);
+                let health = PoolMonitor::new(p, balancer.clone());
                 Arc::new(Pool {
                     name: p.name.clone(),
                     targets: p
@@ -152,7 +157,8 @@ impl Shared {
                             addr: b.address,
                         })
                         .collect(),
-                    balancer: Balancer::new(p.algorithm, &weights),
+                    balancer,
+                    health,
                 })
             })
             .collect();

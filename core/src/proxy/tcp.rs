@@ -207,20 +207,31 @@ pub async fn proxy_connection<E: Env>(
         let deadline = env.now() + shared.settings.connect_timeout;
         match io::timeout_at(env, deadline, env.connect(target.addr)).await {
             Some(Ok(stream)) => {
+                pool.health.report_connect(lease.index(), true, "connected", env.now());
                 connected = Some((stream, lease));
                 break;
             }
             Some(Err(e)) => {
+                pool.health
+                    .report_connect(lease.index(), false, "connect failed", env.now());
                 tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, error = %e, "connect failed; trying the next backend");
             }
             None => {
+                pool.health
+                    .report_connect(lease.index(), false, "connect timed out", env.now());
                 tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, timeout_ms = shared.settings.connect_timeout.as_millis() as u64, "connect timed out; trying the next backend");
             }
         }
         // The lease drops here: the failed attempt no longer counts as active.
     }
     let Some((backend, lease)) = connected else {
-        tracing::warn!(pool = %pool.name, listener = %shared.name, attempts, "no backend could be reached; resetting the client");
+        if attempts == 0 {
+            // Every backend is down, ejected or drained (and the pool refuses rather than
+            // failing open): counted, and logged at most once a second.
+            pool.health.note_no_backend(env.now());
+        } else {
+            tracing::warn!(pool = %pool.name, listener = %shared.name, attempts, "no backend could be reached; resetting the client");
+        }
         client.abort();
         return Outcome::NoBackend { attempts };
     };
@@ -238,7 +249,10 @@ pub async fn proxy_connection<E: Env>(
             bytes_down,
         },
         PumpEnd::Idle => Outcome::IdleTimeout { backend: idx },
-        PumpEnd::BackendFailed => Outcome::BackendFailed { backend: idx },
+        PumpEnd::BackendFailed => {
+            pool.health.report_connect(idx, false, "failed mid-stream", env.now());
+            Outcome::BackendFailed { backend: idx }
+        }
         PumpEnd::ClientFailed => Outcome::ClientFailed { backend: idx },
     }
 }

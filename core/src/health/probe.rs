@@ -1,0 +1,102 @@
+//! Active probes, generic over [`Env`]: a TCP probe (the connect succeeds) and an HTTP
+//! probe (a request whose response status is in the expected set).
+//!
+//! The HTTP probe is a minimal, strict HTTP/1.1 client: one request with
+//! `Connection: close`, a response head parsed with httparse and bounded in size, and at
+//! most `body_bytes_max` bytes of body read. The L7 proxy's codec will replace it.
+
+use crate::config::{CheckConfig, CheckKind};
+use crate::io::{self, Env, IoBuf, OwnedRead, OwnedWrite, Stream};
+use std::net::SocketAddr;
+
+/// Largest response head a probe reads.
+const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Most response headers a probe parses.
+const HEADERS_MAX: usize = 64;
+
+/// What one probe found: `Ok` with a short description, or `Err` with the reason.
+pub type ProbeResult = Result<String, String>;
+
+/// Runs one probe of `addr`, bounded by the check's timeout.
+pub async fn probe<E: Env>(env: &E, addr: SocketAddr, check: &CheckConfig) -> ProbeResult {
+    let deadline = env.now() + check.timeout;
+    let work = async {
+        let stream = env.connect(addr).await.map_err(|e| format!("connect failed: {e}"))?;
+        match &check.kind {
+            CheckKind::Tcp => {
+                let (_, mut w) = stream.into_split();
+                // Polite close; a failure here says nothing about the backend's health.
+                let _ = w.shutdown().await;
+                Ok("connected".to_string())
+            }
+            CheckKind::Http {
+                method,
+                path,
+                host,
+                expect,
+                body_bytes_max,
+            } => {
+                let host = host.clone().unwrap_or_else(|| addr.to_string());
+                http_probe(stream, method, path, &host, expect, *body_bytes_max).await
+            }
+        }
+    };
+    match io::timeout_at(env, deadline, work).await {
+        Some(r) => r,
+        None => Err(format!("timed out after {:?}", check.timeout)),
+    }
+}
+
+async fn http_probe<S: Stream>(
+    stream: S,
+    method: &str,
+    path: &str,
+    host: &str,
+    expect: &[(u16, u16)],
+    body_bytes_max: usize,
+) -> ProbeResult {
+    let (mut r, mut w) = stream.into_split();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gobalancer-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    let (res, _) = w.write_all(IoBuf::from_vec(request.into_bytes())).await;
+    res.map_err(|e| format!("request write failed: {e}"))?;
+    let mut buf = IoBuf::with_capacity(HEAD_BYTES_MAX);
+    let (status, head_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(buf.bytes()) {
+            Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n),
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(format!("malformed response: {e}")),
+        }
+        if buf.spare_capacity() == 0 {
+            return Err(format!("response head larger than {HEAD_BYTES_MAX} bytes"));
+        }
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) => return Err("closed before a complete response head".to_string()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    };
+    // Read (and drop) at most `body_bytes_max` of body: the status decides; the body is
+    // only drained so that the backend sees a well-behaved client.
+    let mut body = buf.len().saturating_sub(head_len);
+    buf.clear();
+    while body < body_bytes_max {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body += n,
+        }
+        buf.clear();
+    }
+    if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+        Ok(format!("HTTP {status}"))
+    } else {
+        Err(format!("HTTP {status} is not an expected status"))
+    }
+}
