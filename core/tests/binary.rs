@@ -137,7 +137,6 @@ fn bad_flags_are_rejected_cleanly() {
             "0s",
         ][..],
         &["--check", "--config", "/nonexistent/gobalancer.ron"][..],
-        &["--io", "uring", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"][..],
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -248,4 +247,144 @@ fn embedded_default_serves_the_demo() {
         let _ = o.read_to_string(&mut help);
     }
     assert!(help.contains("curl http://127.0.0.1:8080/"), "{help}");
+}
+
+/// Starts quick mode over two name backends with `extra` flags, checks that both serve,
+/// stops it with SIGTERM and returns its log.
+fn serve_and_stop(extra: &[&str]) -> String {
+    serve_and_stop_with(bin(), extra)
+}
+
+fn serve_and_stop_with(mut cmd: Command, extra: &[&str]) -> String {
+    let b = start_backends(vec![Script::new("one", Reply::Name), Script::new("two", Reply::Name)]);
+    let listen = closed_port().to_string();
+    let backend1 = b.addrs[0].to_string();
+    let backend2 = b.addrs[1].to_string();
+    let mut args = vec!["--listen", &listen, "--backend", &backend1, "--backend", &backend2];
+    args.extend_from_slice(extra);
+    let child = cmd
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gobalancer");
+    let mut guard = Guard(child);
+    let addr = listen.parse().expect("addr");
+    let first = retry(Duration::from_secs(10), || fetch_name(addr));
+    let mut seen = std::collections::BTreeSet::from([first]);
+    for _ in 0..20 {
+        seen.insert(fetch_name(addr).expect("served"));
+    }
+    assert_eq!(seen.len(), 2, "both backends serve: {seen:?}");
+    sigterm(&guard.0);
+    let status = wait_exit(&mut guard, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    if let Some(mut e) = guard.0.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    log
+}
+
+#[test]
+fn io_uring_serves_where_the_probe_passes_and_is_refused_with_a_reason_elsewhere() {
+    if uring_or_skip("io_uring_serves_where_the_probe_passes").is_some() {
+        let log = serve_and_stop(&["--io", "uring", "--workers", "2"]);
+        assert!(log.contains("io=\"io_uring\"") || log.contains("io=io_uring"), "{log}");
+        assert!(log.contains("gobalancer stopped"), "{log}");
+    } else {
+        let listen = closed_port().to_string();
+        let out = run(&["--io", "uring", "--listen", &listen, "--backend", "127.0.0.1:9"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("--io uring: io_uring is unavailable"), "{err}");
+    }
+}
+
+#[test]
+fn io_auto_says_which_backend_it_chose_and_why() {
+    let log = serve_and_stop(&["--io", "auto"]);
+    let expected = match uring_available() {
+        Ok(()) => "auto: io_uring probe passed",
+        Err(_) => "auto: io_uring unavailable, falling back to",
+    };
+    assert!(log.contains(expected), "{log}");
+    let epoll = serve_and_stop(&["--io", "epoll"]);
+    assert!(epoll.contains("io=\"epoll\"") || epoll.contains("io=epoll"), "{epoll}");
+}
+
+/// The binary with io_uring_setup(2) refused (EPERM) by a seccomp filter, as the default
+/// profiles of container runtimes do.
+#[cfg(target_os = "linux")]
+fn bin_without_io_uring() -> Command {
+    use std::os::unix::process::CommandExt;
+    let op = |code: u32| code as u16;
+    // Load the system call number (offset 0 of struct seccomp_data); io_uring_setup gets
+    // EPERM, everything else is allowed.
+    let filter = [
+        libc::sock_filter {
+            code: op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K),
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let mut cmd = bin();
+    // SAFETY: the closure runs in the forked child before exec and only makes two prctl
+    // calls (async-signal-safe) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn io_uring_refused_by_seccomp_fails_uring_and_auto_falls_back_to_epoll() {
+    let listen = closed_port().to_string();
+    let out = bin_without_io_uring()
+        .args(["--io", "uring", "--listen", &listen, "--backend", "127.0.0.1:9"])
+        .output()
+        .expect("run gobalancer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("gobalancer: --io uring: io_uring is unavailable"),
+        "{err}"
+    );
+    assert!(err.contains("EPERM") && err.contains("seccomp"), "{err}");
+    let log = serve_and_stop_with(bin_without_io_uring(), &["--io", "auto"]);
+    assert!(
+        log.contains("auto: io_uring unavailable, falling back to epoll: io_uring_setup(2) failed with EPERM"),
+        "{log}"
+    );
 }

@@ -1,6 +1,9 @@
 //! L4 TCP balancing over loopback, with three real test backends: each algorithm's
 //! distribution, failover past a stopped or black-holed backend, half-close, idle
 //! timeout, reset on backend failure, the connection limit, and counters back to zero.
+//!
+//! Every test runs twice, with the balancer on each I/O backend: `epoll::NAME` (tokio)
+//! and `uring::NAME` (io_uring; skipped, saying why, where the machine lacks it).
 // A raw backend thread scripts a mid-stream reset; the balancer itself runs on its workers.
 #![allow(clippy::disallowed_methods)]
 
@@ -12,6 +15,45 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+/// Generates `epoll::NAME` and `uring::NAME` tests calling `NAME(io)`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::IoKind::Epoll)
+                }
+            )*
+        }
+        mod uring {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(io) = super::uring_or_skip(concat!("uring::", stringify!($name))) {
+                        super::$name(io)
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    round_robin_rotates_exactly,
+    weighted_every_prefix_within_one_pick_of_its_share,
+    least_connections_rotates_ties_and_avoids_the_busy_backend,
+    power_of_two_serves_everyone_and_spreads,
+    consistent_hash_keeps_each_client_on_its_backend,
+    stopped_backend_is_skipped_without_failing_a_client,
+    half_close_reaches_the_backend_and_the_reply_comes_back,
+    idle_connection_is_closed_at_the_idle_timeout,
+    black_holed_backend_times_out_and_the_next_one_serves,
+    backend_failing_mid_stream_resets_the_client,
+    no_reachable_backend_resets_the_client,
+    connection_limit_holds_new_connections_in_the_backlog,
+);
 
 fn name_backends(names: &[&str]) -> Backends {
     start_backends(names.iter().map(|n| Script::new(*n, Reply::Name)).collect())
@@ -29,10 +71,9 @@ fn counts(names: &[String]) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn round_robin_rotates_exactly() {
+fn round_robin_rotates_exactly(io: IoKind) {
     let b = name_backends(&["a", "b", "c"]);
-    let p = start_proxy(&config("round-robin", &weighted(&b, &[1, 5, 1]), ""));
+    let p = start_proxy_on(io, &config("round-robin", &weighted(&b, &[1, 5, 1]), ""));
     let names: Vec<String> = (0..300).map(|_| fetch_name(p.addr).expect("served")).collect();
     let order = ["a", "b", "c"];
     let first = order.iter().position(|n| *n == names[0]).expect("known name");
@@ -46,11 +87,10 @@ fn round_robin_rotates_exactly() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn weighted_every_prefix_within_one_pick_of_its_share() {
+fn weighted_every_prefix_within_one_pick_of_its_share(io: IoKind) {
     let b = name_backends(&["a", "b", "c"]);
     let weights = [1u32, 2, 3];
-    let p = start_proxy(&config("weighted", &weighted(&b, &weights), ""));
+    let p = start_proxy_on(io, &config("weighted", &weighted(&b, &weights), ""));
     let names: Vec<String> = (0..300).map(|_| fetch_name(p.addr).expect("served")).collect();
     let total: u32 = weights.iter().sum();
     let mut seen = [0f64; 3];
@@ -84,10 +124,9 @@ fn hold(addr: SocketAddr) -> (std::net::TcpStream, String) {
     (s, String::from_utf8_lossy(&line).into_owned())
 }
 
-#[test]
-fn least_connections_rotates_ties_and_avoids_the_busy_backend() {
+fn least_connections_rotates_ties_and_avoids_the_busy_backend(io: IoKind) {
     let b = name_backends(&["a", "b", "c"]);
-    let p = start_proxy(&config("least-connections", &weighted(&b, &[1, 1, 1]), ""));
+    let p = start_proxy_on(io, &config("least-connections", &weighted(&b, &[1, 1, 1]), ""));
     // Sequential connections leave every counter at zero: ties rotate evenly.
     let names: Vec<String> = (0..30).map(|_| fetch_name(p.addr).expect("served")).collect();
     let c = counts(&names);
@@ -102,10 +141,9 @@ fn least_connections_rotates_ties_and_avoids_the_busy_backend() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn power_of_two_serves_everyone_and_spreads() {
+fn power_of_two_serves_everyone_and_spreads(io: IoKind) {
     let b = name_backends(&["a", "b", "c"]);
-    let p = start_proxy(&config("power-of-two", &weighted(&b, &[1, 1, 1]), ""));
+    let p = start_proxy_on(io, &config("power-of-two", &weighted(&b, &[1, 1, 1]), ""));
     let names: Vec<String> = (0..300).map(|_| fetch_name(p.addr).expect("served")).collect();
     let c = counts(&names);
     assert_eq!(c.len(), 3, "{c:?}");
@@ -113,10 +151,9 @@ fn power_of_two_serves_everyone_and_spreads() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn consistent_hash_keeps_each_client_on_its_backend() {
+fn consistent_hash_keeps_each_client_on_its_backend(io: IoKind) {
     let b = name_backends(&["a", "b", "c"]);
-    let p = start_proxy(&config("consistent-hash", &weighted(&b, &[1, 1, 1]), ""));
+    let p = start_proxy_on(io, &config("consistent-hash", &weighted(&b, &[1, 1, 1]), ""));
     let mut by_client = BTreeMap::new();
     for round in 0..5 {
         for host in 2..=41u8 {
@@ -131,8 +168,7 @@ fn consistent_hash_keeps_each_client_on_its_backend() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn stopped_backend_is_skipped_without_failing_a_client() {
+fn stopped_backend_is_skipped_without_failing_a_client(io: IoKind) {
     let b = name_backends(&["a", "c"]);
     let stopped = closed_port();
     let list = vec![(b.addrs[0], 1), (stopped, 1), (b.addrs[1], 1)];
@@ -143,7 +179,7 @@ fn stopped_backend_is_skipped_without_failing_a_client() {
         "power-of-two",
         "consistent-hash",
     ] {
-        let p = start_proxy(&config(algorithm, &list, ""));
+        let p = start_proxy_on(io, &config(algorithm, &list, ""));
         for i in 0..60 {
             let n = fetch_name(p.addr).unwrap_or_else(|e| panic!("{algorithm}: connection {i} failed: {e}"));
             assert!(n == "a" || n == "c", "{algorithm}: {n}");
@@ -152,10 +188,9 @@ fn stopped_backend_is_skipped_without_failing_a_client() {
     }
 }
 
-#[test]
-fn half_close_reaches_the_backend_and_the_reply_comes_back() {
+fn half_close_reaches_the_backend_and_the_reply_comes_back(io: IoKind) {
     let b = start_backends(vec![Script::new("e", Reply::Echo)]);
-    let p = start_proxy(&config("round-robin", &weighted(&b, &[1]), ""));
+    let p = start_proxy_on(io, &config("round-robin", &weighted(&b, &[1]), ""));
     let got = exchange(p.addr, b"ping").expect("exchange");
     assert_eq!(got, b"pingbye from e\n");
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -165,14 +200,12 @@ fn half_close_reaches_the_backend_and_the_reply_comes_back() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn idle_connection_is_closed_at_the_idle_timeout() {
+fn idle_connection_is_closed_at_the_idle_timeout(io: IoKind) {
     let b = start_backends(vec![Script::new("e", Reply::Echo)]);
-    let p = start_proxy(&config(
-        "round-robin",
-        &weighted(&b, &[1]),
-        "timeouts: (idle: \"300ms\"),",
-    ));
+    let p = start_proxy_on(
+        io,
+        &config("round-robin", &weighted(&b, &[1]), "timeouts: (idle: \"300ms\"),"),
+    );
     let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
     // Activity keeps it open...
     for _ in 0..3 {
@@ -190,8 +223,7 @@ fn idle_connection_is_closed_at_the_idle_timeout() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn black_holed_backend_times_out_and_the_next_one_serves() {
+fn black_holed_backend_times_out_and_the_next_one_serves(io: IoKind) {
     // A listener with a backlog of 0 whose queue is already full drops further SYNs: a
     // black hole on loopback.
     let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
@@ -200,11 +232,14 @@ fn black_holed_backend_times_out_and_the_next_one_serves() {
     let hole_addr = hole.local_addr().expect("addr").as_socket().expect("inet");
     let _filler = std::net::TcpStream::connect(hole_addr).expect("fill the queue");
     let b = name_backends(&["good"]);
-    let p = start_proxy(&config(
-        "round-robin",
-        &[(hole_addr, 1), (b.addrs[0], 1)],
-        "timeouts: (connect: \"200ms\"),",
-    ));
+    let p = start_proxy_on(
+        io,
+        &config(
+            "round-robin",
+            &[(hole_addr, 1), (b.addrs[0], 1)],
+            "timeouts: (connect: \"200ms\"),",
+        ),
+    );
     for _ in 0..4 {
         assert_eq!(fetch_name(p.addr).expect("served by the next backend"), "good");
     }
@@ -224,8 +259,7 @@ fn read_until_end(s: &mut std::net::TcpStream) -> (Vec<u8>, Result<(), ErrorKind
     }
 }
 
-#[test]
-fn backend_failing_mid_stream_resets_the_client() {
+fn backend_failing_mid_stream_resets_the_client(io: IoKind) {
     let backend = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = backend.local_addr().expect("addr");
     let server = std::thread::spawn(move || {
@@ -237,7 +271,7 @@ fn backend_failing_mid_stream_resets_the_client() {
             .expect("linger");
         drop(s);
     });
-    let p = start_proxy(&config("round-robin", &[(addr, 1)], ""));
+    let p = start_proxy_on(io, &config("round-robin", &[(addr, 1)], ""));
     let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
     let (got, end) = read_until_end(&mut s);
     server.join().expect("backend thread");
@@ -250,9 +284,11 @@ fn backend_failing_mid_stream_resets_the_client() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn no_reachable_backend_resets_the_client() {
-    let p = start_proxy(&config("round-robin", &[(closed_port(), 1), (closed_port(), 1)], ""));
+fn no_reachable_backend_resets_the_client(io: IoKind) {
+    let p = start_proxy_on(
+        io,
+        &config("round-robin", &[(closed_port(), 1), (closed_port(), 1)], ""),
+    );
     let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
     let (got, end) = read_until_end(&mut s);
     assert!(got.is_empty());
@@ -260,10 +296,9 @@ fn no_reachable_backend_resets_the_client() {
     p.assert_counters_return_to_zero();
 }
 
-#[test]
-fn connection_limit_holds_new_connections_in_the_backlog() {
+fn connection_limit_holds_new_connections_in_the_backlog(io: IoKind) {
     let b = start_backends(vec![Script::new("e", Reply::Echo)]);
-    let p = start_proxy(&config("round-robin", &weighted(&b, &[1]), "max_connections: 2,"));
+    let p = start_proxy_on(io, &config("round-robin", &weighted(&b, &[1]), "max_connections: 2,"));
     let echo = |s: &mut std::net::TcpStream| {
         s.write_all(b"x").expect("write");
         let mut one = [0u8; 1];

@@ -84,6 +84,31 @@ impl IoBuf {
         &mut self.data
     }
 
+    /// For completion backends: the spare capacity as a raw pointer and its length, after
+    /// compacting consumed bytes away if that helps. The pointer is into the heap
+    /// allocation, which stays where it is when the `IoBuf` itself is moved (into an
+    /// operation table, say); it stays valid until the buffer is next used.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn spare_raw(&mut self) -> (*mut u8, usize) {
+        let spare = self.vec_mut().spare_capacity_mut();
+        (spare.as_mut_ptr().cast::<u8>(), spare.len())
+    }
+
+    /// Counts `n` more bytes as filled, after a completion backend wrote them into the
+    /// spare capacity.
+    ///
+    /// # Safety
+    ///
+    /// The first `n` bytes of the spare capacity (as [`IoBuf::spare_raw`] reported it,
+    /// with the buffer untouched since) must have been written, and `n` must not exceed
+    /// the spare capacity.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) unsafe fn assume_filled(&mut self, n: usize) {
+        debug_assert!(n <= self.data.capacity() - self.data.len());
+        // SAFETY: the caller guarantees that these bytes were written and fit.
+        unsafe { self.data.set_len(self.data.len() + n) }
+    }
+
     /// Moves unconsumed bytes to the front.
     fn compact(&mut self) {
         self.data.drain(..self.start);

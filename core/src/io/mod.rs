@@ -3,7 +3,8 @@
 //! Everything the proxy core may observe comes through [`Env`]: sockets, spawning, time,
 //! randomness and name resolution. The core is generic over it, so the same proxy code
 //! runs on real sockets ([`tokio`](crate::io::tokio), epoll on Linux and kqueue on the
-//! BSDs and macOS) and on turmoil's simulated network (the `gobalancer-sim` crate).
+//! BSDs and macOS; `uring`, io_uring on Linux) and on turmoil's simulated network (the
+//! `gobalancer-sim` crate).
 //!
 //! Reads and writes use **owned buffers**: an [`IoBuf`] goes into the call and comes back
 //! with the result. That is the only shape a completion-based backend (io_uring) can serve
@@ -25,6 +26,8 @@ pub mod adapter;
 mod buf;
 mod race;
 pub mod tokio;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 pub use buf::IoBuf;
 pub use race::{join, race, Either};

@@ -16,9 +16,14 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The process-wide origin of every [`TokioEnv`]'s clock, so that instants taken on
+/// different workers (and by the health checker) compare meaningfully.
+static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
 
 /// Real sockets and the real clock. One per worker thread.
 #[derive(Clone)]
@@ -28,11 +33,11 @@ pub struct TokioEnv {
 }
 
 impl TokioEnv {
-    /// A new environment whose clock starts now and whose random stream is seeded from
-    /// the operating system.
+    /// A new environment on the process-wide clock, with a random stream seeded from the
+    /// operating system.
     pub fn new() -> TokioEnv {
         TokioEnv {
-            origin: tokio::time::Instant::now(),
+            origin: *ORIGIN.get_or_init(tokio::time::Instant::now),
             rng: Rc::new(RefCell::new(SplitMix64::new(rand::random::<u64>()))),
         }
     }

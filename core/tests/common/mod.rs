@@ -1,5 +1,6 @@
-//! In-process harness for the loopback tests: test backends and a one-worker balancer,
-//! each on its own thread with the real tokio backend, plus blocking clients.
+//! In-process harness for the loopback tests: test backends (on the tokio backend) and a
+//! one-worker balancer (on the I/O backend a test names), each on its own thread, plus
+//! blocking clients.
 // Tests run servers on threads and bound their waits with the real clock.
 #![allow(clippy::disallowed_methods, dead_code)]
 
@@ -118,7 +119,80 @@ impl Proxy {
     }
 }
 
+/// The I/O backend a balancer under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoKind {
+    /// tokio: epoll on Linux.
+    Epoll,
+    /// io_uring (Linux).
+    Uring,
+}
+
+/// Set (to anything) where io_uring must be available, e.g. on CI machines known to have
+/// it: a test that would be skipped fails instead.
+pub const REQUIRE_URING: &str = "GOBALANCER_REQUIRE_URING";
+
+/// Whether io_uring can serve the backend here (the probe `--io auto` uses), or why not.
+pub fn uring_available() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    return gobalancer::io::uring::probe().map_err(|e| e.to_string());
+    #[cfg(not(target_os = "linux"))]
+    return Err("io_uring exists on Linux only".to_string());
+}
+
+/// `Some(IoKind::Uring)` where io_uring works (the same probe as `--io auto`); elsewhere
+/// prints `SKIPPED <test> (io_uring): <reason>` and returns None, or panics if
+/// [`REQUIRE_URING`] is set.
+pub fn uring_or_skip(test: &str) -> Option<IoKind> {
+    match uring_available() {
+        Ok(()) => Some(IoKind::Uring),
+        Err(reason) => {
+            assert!(
+                std::env::var_os(REQUIRE_URING).is_none(),
+                "{test}: io_uring is unavailable but {REQUIRE_URING} is set: {reason}"
+            );
+            // Straight to the process's stderr: `eprintln!` is captured by the test harness
+            // and shown only for failures, and a skip must be seen.
+            let _ = writeln!(io::stderr(), "SKIPPED {test} (io_uring): {reason}");
+            None
+        }
+    }
+}
+
+/// The balancer's worker: serves `listener` until shutdown, then drains.
+async fn run_proxy<E: Env>(env: E, listener: E::Listener, shared: Arc<Shared>, buffer_size: usize, shutdown: Shutdown) {
+    let worker = Worker::new(buffer_size, 16);
+    // Health checks run on the same thread here; the binary gives them one of their own.
+    for pool in &shared.pools {
+        let addrs = pool.targets.iter().map(|t| t.addr).collect();
+        env.spawn(gobalancer::health::run(
+            env.clone(),
+            pool.health.clone(),
+            addrs,
+            shutdown.clone(),
+        ));
+    }
+    let l = shared.listeners[0].clone();
+    tcp::serve(
+        env.clone(),
+        listener,
+        l,
+        shared.conn_limit.clone(),
+        worker.clone(),
+        shutdown,
+    )
+    .await;
+    let deadline = env.now() + shared.drain_timeout;
+    tcp::drain(&env, &worker, deadline).await;
+}
+
+/// A one-worker balancer on the tokio (epoll) backend.
 pub fn start_proxy(config: &str) -> Proxy {
+    start_proxy_on(IoKind::Epoll, config)
+}
+
+/// A one-worker balancer on the backend `io`.
+pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     let config = Config::parse(config, "<test>").unwrap_or_else(|e| panic!("test config: {e}"));
     let shared = Shared::from_config(&config).expect("shared state");
     let sock = bind_std("127.0.0.1:0".parse().expect("addr"), BindOptions::default()).expect("bind proxy");
@@ -126,22 +200,19 @@ pub fn start_proxy(config: &str) -> Proxy {
     let (trigger, shutdown) = Shutdown::new();
     let shared2 = shared.clone();
     let buffer_size = config.buffer_size;
-    let thread = spawn_worker("test-proxy".into(), move |env| async move {
-        let worker = Worker::new(buffer_size, 16);
-        let listener = env.listener_from_std(sock).expect("register proxy");
-        let l = shared2.listeners[0].clone();
-        tcp::serve(
-            env.clone(),
-            listener,
-            l,
-            shared2.conn_limit.clone(),
-            worker.clone(),
-            shutdown,
-        )
-        .await;
-        let deadline = env.now() + shared2.drain_timeout;
-        tcp::drain(&env, &worker, deadline).await;
-    })
+    let thread = match io {
+        IoKind::Epoll => spawn_worker("test-proxy".into(), move |env| async move {
+            let listener = env.listener_from_std(sock).expect("register proxy");
+            run_proxy(env, listener, shared2, buffer_size, shutdown).await
+        }),
+        #[cfg(target_os = "linux")]
+        IoKind::Uring => gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
+            let listener = env.listener_from_std(sock).expect("register proxy");
+            run_proxy(env, listener, shared2, buffer_size, shutdown).await
+        }),
+        #[cfg(not(target_os = "linux"))]
+        IoKind::Uring => panic!("io_uring exists on Linux only; check with uring_or_skip first"),
+    }
     .expect("proxy thread");
     Proxy {
         addr,
