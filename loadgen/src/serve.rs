@@ -1,9 +1,15 @@
 //! `loadgen serve`: test backends on a range of ports.
+//!
+//! Every backend runs the core's scriptable test backend ([`gobalancer::testbackend`]),
+//! so what a benchmark or a deployment test talks to is exactly what the integration
+//! tests and the simulation talk to. All backends of one `serve` share one thread: a
+//! backend is cheap, and a benchmark on a small machine should leave the cores to the
+//! proxy and the load generator.
 
 use gobalancer::io::tokio::{bind_std, spawn_worker};
 use gobalancer::io::BindOptions;
 use gobalancer::proxy::Shutdown;
-use gobalancer::testbackend::{self, Reply, Script, Stats};
+use gobalancer::testbackend::{self, FailWith, Reply, Script, Stats};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -82,5 +88,28 @@ pub fn parse_reply(s: &str) -> Result<Reply, String> {
         "name" => Ok(Reply::Name),
         "echo" => Ok(Reply::Echo),
         other => Err(format!("unknown reply {other:?}: expected http, name or echo")),
+    }
+}
+
+/// Parses `reset`, `stall` or `cut`.
+pub fn parse_fail_with(s: &str) -> Result<FailWith, String> {
+    match s {
+        "reset" => Ok(FailWith::Reset),
+        "stall" => Ok(FailWith::Stall),
+        "cut" => Ok(FailWith::Cut),
+        other => Err(format!("unknown failure {other:?}: expected reset, stall or cut")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies_and_failures() {
+        assert_eq!(parse_reply("echo"), Ok(Reply::Echo));
+        assert!(parse_reply("tls").is_err());
+        assert_eq!(parse_fail_with("stall"), Ok(FailWith::Stall));
+        assert!(parse_fail_with("explode").is_err());
     }
 }
