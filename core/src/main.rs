@@ -11,7 +11,10 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use gobalancer::config::{Config, Overrides, QuickFlags};
+use gobalancer::health;
 use gobalancer::io::tokio::{bind_std, spawn_worker, TokioEnv};
+#[cfg(target_os = "linux")]
+use gobalancer::io::uring::{self, UringEnv};
 use gobalancer::io::{BindOptions, Env};
 use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
 use gobalancer::testbackend::{self, Reply, Script, Stats};
@@ -71,6 +74,21 @@ struct Cli {
     /// Process-wide limit on open client connections.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Active health check for every pool: `tcp`, or `http:/PATH`.
+    #[arg(long, value_name = "tcp|http:/PATH")]
+    health_check: Option<String>,
+    /// Interval between health checks of one backend, e.g. "2s".
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Consecutive successful checks that bring a backend back up.
+    #[arg(long, value_name = "N")]
+    rise: Option<u32>,
+    /// Consecutive failed checks that take a backend down.
+    #[arg(long, value_name = "N")]
+    fall: Option<u32>,
+    /// Ramp a recovered or new backend's weight up linearly over this window, e.g. "30s".
+    #[arg(long, value_name = "DURATION")]
+    slow_start: Option<String>,
     /// Per-direction buffer size, e.g. "16KiB".
     #[arg(long, value_name = "SIZE")]
     buffer_size: Option<String>,
@@ -170,6 +188,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
         drain_timeout: cli.drain_timeout.clone(),
         max_connections: cli.max_connections,
         buffer_size: cli.buffer_size.clone(),
+        health_check: cli.health_check.clone(),
+        health_interval: cli.health_interval.clone(),
+        rise: cli.rise,
+        fall: cli.fall,
+        slow_start: cli.slow_start.clone(),
     };
     config.apply_overrides(&overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((config, source))
@@ -186,18 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let io_name = match cli.io {
-        IoChoice::Uring => {
-            bail!("--io uring: the io_uring backend is not available in this build yet; use --io epoll (or auto)")
-        }
-        IoChoice::Auto | IoChoice::Epoll => {
-            if cfg!(any(target_os = "linux", target_os = "android")) {
-                "epoll"
-            } else {
-                "kqueue"
-            }
-        }
-    };
+    let (io, io_note) = select_io(cli.io)?;
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
@@ -210,6 +222,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Source::Demo = source {
         threads.push(start_demo_backends(&shared, shutdown.clone())?);
     }
+
+    threads.push(start_health(&shared, shutdown.clone())?);
 
     // Bind every socket of every worker before serving anything.
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
@@ -243,15 +257,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let io_note = if cli.io == IoChoice::Auto {
-        "io_uring backend not in this build; auto chose epoll/kqueue"
-    } else {
-        "requested"
-    };
     tracing::info!(
         workers,
-        io = io_name,
-        io_note,
+        io = io.name(),
+        io_note = %io_note,
         listeners = %listeners.join(", "),
         pools = %pools.join("; "),
         max_connections = config.max_connections,
@@ -265,9 +274,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let buffer_size = config.buffer_size;
-        let t = spawn_worker(format!("worker-{id}"), move |env| {
-            worker_main(env, id, socks, shared, buffer_size, shutdown)
-        })
+        let name = format!("worker-{id}");
+        let t = match io {
+            Io::Readiness => spawn_worker(name, move |env| {
+                worker_main(env, id, socks, shared, buffer_size, shutdown)
+            }),
+            #[cfg(target_os = "linux")]
+            Io::Uring => uring::spawn_worker(name, move |env| {
+                worker_main(env, id, socks, shared, buffer_size, shutdown)
+            }),
+        }
         .context("cannot start a worker thread")?;
         threads.push(t);
     }
@@ -287,8 +303,90 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn worker_main(
-    env: TokioEnv,
+/// The I/O backend the workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Io {
+    /// tokio: epoll on Linux, kqueue on the BSDs and macOS.
+    Readiness,
+    /// io_uring (Linux).
+    #[cfg(target_os = "linux")]
+    Uring,
+}
+
+impl Io {
+    fn name(self) -> &'static str {
+        match self {
+            Io::Readiness if cfg!(any(target_os = "linux", target_os = "android")) => "epoll",
+            Io::Readiness => "kqueue",
+            #[cfg(target_os = "linux")]
+            Io::Uring => "io_uring",
+        }
+    }
+}
+
+/// Chooses the I/O backend for `--io`, with the reason the start line gives. `uring`
+/// fails, saying why, where io_uring is unavailable; `auto` probes it and falls back.
+fn select_io(choice: IoChoice) -> anyhow::Result<(Io, String)> {
+    match choice {
+        IoChoice::Epoll => Ok((Io::Readiness, "requested".to_string())),
+        IoChoice::Uring => match probe_uring() {
+            Ok((io, found)) => Ok((io, format!("requested; {found}"))),
+            Err(e) => bail!(
+                "--io uring: io_uring is unavailable on this machine: {e}; use --io epoll (or auto, which falls back)"
+            ),
+        },
+        IoChoice::Auto => match probe_uring() {
+            Ok((io, found)) => Ok((io, format!("auto: {found}"))),
+            Err(e) => Ok((
+                Io::Readiness,
+                format!(
+                    "auto: io_uring unavailable, falling back to {}: {e}",
+                    Io::Readiness.name()
+                ),
+            )),
+        },
+    }
+}
+
+/// io_uring and what its probe found, or why it cannot serve here.
+#[cfg(target_os = "linux")]
+fn probe_uring() -> Result<(Io, String), String> {
+    uring::probe().map_err(|e| e.to_string())?;
+    Ok((
+        Io::Uring,
+        format!(
+            "io_uring probe passed (ring set-up and {})",
+            uring::required_operations().join(", ")
+        ),
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_uring() -> Result<(Io, String), String> {
+    Err("io_uring exists on Linux only".to_string())
+}
+
+/// What a worker needs of its environment beyond [`Env`]: taking over a listener bound
+/// before the workers start.
+trait WorkerEnv: Env {
+    fn listener_from_std(&self, l: std::net::TcpListener) -> std::io::Result<Self::Listener>;
+}
+
+impl WorkerEnv for TokioEnv {
+    fn listener_from_std(&self, l: std::net::TcpListener) -> std::io::Result<Self::Listener> {
+        TokioEnv::listener_from_std(self, l)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl WorkerEnv for UringEnv {
+    fn listener_from_std(&self, l: std::net::TcpListener) -> std::io::Result<Self::Listener> {
+        UringEnv::listener_from_std(self, l)
+    }
+}
+
+async fn worker_main<E: WorkerEnv>(
+    env: E,
     id: usize,
     sockets: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
@@ -322,6 +420,28 @@ async fn worker_main(
             "drain timeout reached; cutting open connections"
         );
     }
+}
+
+/// Runs every pool's health checks and ticks on a thread of their own: probes run once
+/// per process, and the effective weights they publish reach every worker.
+fn start_health(shared: &Arc<Shared>, shutdown: Shutdown) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let shared = shared.clone();
+    spawn_worker("health".into(), move |env| async move {
+        let mut tasks = Vec::new();
+        for pool in &shared.pools {
+            let addrs = pool.targets.iter().map(|t| t.addr).collect();
+            tasks.push(tokio::task::spawn_local(health::run(
+                env.clone(),
+                pool.health.clone(),
+                addrs,
+                shutdown.clone(),
+            )));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .context("cannot start the health-check thread")
 }
 
 fn wait_for_signal(trigger: &ShutdownTrigger) -> anyhow::Result<()> {
