@@ -771,6 +771,16 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The first pick of `count` fresh selections with the default key: the pick sequence
+/// that the per-algorithm tests pin.
+#[cfg(test)]
+pub(crate) fn picks(pool: &Balancer, count: usize) -> Vec<usize> {
+    (0..count)
+        .filter_map(|_| pool.select(PickKey::default()).next())
+        .map(|lease| lease.index())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{

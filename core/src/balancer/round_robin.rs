@@ -86,15 +86,8 @@ impl Iterator for Rotation {
 
 #[cfg(test)]
 mod tests {
-    use crate::balancer::{Algorithm, Balancer, PickKey};
+    use crate::balancer::{picks, Algorithm, Balancer, PickKey};
     use proptest::prelude::*;
-
-    fn picks(pool: &Balancer, count: usize) -> Vec<usize> {
-        (0..count)
-            .filter_map(|_| pool.select(PickKey::default()).next())
-            .map(|lease| lease.index())
-            .collect()
-    }
 
     #[test]
     fn rotates_in_index_order() {

@@ -216,15 +216,8 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::Schedule;
-    use crate::balancer::{Algorithm, Balancer, PickKey, EFFECTIVE_WEIGHT_MAX, WEIGHT_MAX};
+    use crate::balancer::{picks, Algorithm, Balancer, PickKey, EFFECTIVE_WEIGHT_MAX, WEIGHT_MAX};
     use proptest::prelude::*;
-
-    fn picks(pool: &Balancer, count: usize) -> Vec<usize> {
-        (0..count)
-            .filter_map(|_| pool.select(PickKey::default()).next())
-            .map(|lease| lease.index())
-            .collect()
-    }
 
     #[test]
     fn five_one_one_interleaves() {
