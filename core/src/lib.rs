@@ -7,6 +7,8 @@
 //! - [`health`]: active probes, passive ejection, slow start; publishes effective
 //!   weights to the balancers.
 //! - [`proxy`]: L4 TCP forwarding, generic over [`io::Env`].
+//! - [`reload`]: configuration hot reload: checked whole, applied as a new generation,
+//!   removed backends drained.
 //! - [`testbackend`]: the scriptable test backend shared by the demo, the tests, the
 //!   simulation and `loadgen serve`.
 
@@ -15,4 +17,5 @@ pub mod config;
 pub mod health;
 pub mod io;
 pub mod proxy;
+pub mod reload;
 pub mod testbackend;

@@ -4,19 +4,21 @@
 //! `SO_REUSEPORT` listener per configured listener. Every socket of every worker is bound
 //! before any worker starts, so a listen address in use stops the process with nothing
 //! bound. SIGINT and SIGTERM stop the accept loops; open connections then have up to the
-//! drain timeout to finish.
+//! drain timeout to finish. SIGHUP reloads the `--config` file (see
+//! [`gobalancer::reload`]): pools change live, listeners and process settings need a
+//! restart.
 // The binary is where threads are started and the real clock is handed to the core.
 #![allow(clippy::disallowed_methods)]
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use gobalancer::config::{Config, Overrides, QuickFlags};
-use gobalancer::health;
 use gobalancer::io::tokio::{bind_std, spawn_worker, TokioEnv};
 #[cfg(target_os = "linux")]
 use gobalancer::io::uring::{self, UringEnv};
 use gobalancer::io::{BindOptions, Env};
 use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::reload::{self, Live};
 use gobalancer::testbackend::{self, Reply, Script, Stats};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -68,7 +70,8 @@ struct Cli {
     /// Close a connection on which nothing moved for this long.
     #[arg(long, value_name = "DURATION")]
     idle_timeout: Option<String>,
-    /// How long open connections may finish after SIGTERM or SIGINT.
+    /// How long open connections may finish after SIGTERM or SIGINT, and connections on
+    /// a backend that a reload removed.
     #[arg(long, value_name = "DURATION")]
     drain_timeout: Option<String>,
     /// Process-wide limit on open client connections.
@@ -147,7 +150,8 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 
 /// Where the configuration came from.
 enum Source {
-    File,
+    /// `--config FILE`: SIGHUP reads it again.
+    File(PathBuf),
     Flags,
     /// The embedded default: the binary also runs the demo backends.
     Demo,
@@ -157,7 +161,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
     let quick = cli.listen.is_some() || !cli.backend.is_empty();
     let (mut config, source) = match (&cli.config, quick) {
         (Some(_), true) => bail!("use either --config FILE or --listen/--backend, not both"),
-        (Some(path), false) => (Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?, Source::File),
+        (Some(path), false) => (
+            Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Source::File(path.clone()),
+        ),
         (None, true) => {
             let Some(listen) = cli.listen.clone() else {
                 bail!("--backend needs --listen ADDR (or use --config FILE)");
@@ -181,7 +188,15 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
             Source::Demo,
         ),
     };
-    let overrides = Overrides {
+    config
+        .apply_overrides(&overrides(cli))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((config, source))
+}
+
+/// The flags that override the file's values, at start-up and again on every reload.
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
         workers: cli.workers,
         connect_timeout: cli.connect_timeout.clone(),
         idle_timeout: cli.idle_timeout.clone(),
@@ -193,9 +208,30 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Source)> {
         rise: cli.rise,
         fall: cli.fall,
         slow_start: cli.slow_start.clone(),
-    };
-    config.apply_overrides(&overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((config, source))
+    }
+}
+
+/// SIGHUP: reads the configuration file again, with the same overrides, and hands it to
+/// [`Live::reload`], which applies it or keeps the one in force (and logs which). The
+/// flags and the embedded default have no file to read again.
+fn reload_config(live: &Live, source: &Source, cli: &Cli) {
+    match source {
+        Source::File(path) => {
+            let next = Config::load(path).and_then(|mut config| {
+                config.apply_overrides(&overrides(cli))?;
+                Ok(config)
+            });
+            // The workers' clock: drain deadlines and health clocks are on it.
+            let now = TokioEnv::new().now();
+            let _ = live.reload(next, now);
+        }
+        Source::Flags => {
+            live.refuse("the process runs on --listen/--backend flags, not a --config file: nothing to reload; restart to change the configuration");
+        }
+        Source::Demo => {
+            live.refuse("the process runs on the embedded default configuration, not a --config file: nothing to reload; restart with --config FILE");
+        }
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -214,7 +250,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let shared = Shared::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+    // Watched before anything is bound or started: a signal that arrives from here on
+    // is handled, not the default action (SIGHUP would end the process).
+    let signals = Signals::watch()?;
+    let live = Live::new(config.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let shared = live.current();
 
     // Demo backends first, so that the balancer's first connections find them.
     let (trigger, shutdown) = Shutdown::new();
@@ -223,7 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         threads.push(start_demo_backends(&shared, shutdown.clone())?);
     }
 
-    threads.push(start_health(&shared, shutdown.clone())?);
+    threads.push(start_health(&live, shutdown.clone())?);
 
     // Bind every socket of every worker before serving anything.
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
@@ -243,7 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listeners: Vec<String> = shared
         .listeners
         .iter()
-        .map(|l| format!("{}={} (tcp -> {})", l.name, l.bind, l.pool.name))
+        .map(|l| format!("{}={} (tcp -> {})", l.name, l.bind, l.pool().name))
         .collect();
     let pools: Vec<String> = shared
         .pools
@@ -271,25 +311,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     for (id, socks) in sockets.into_iter().enumerate() {
-        let shared = shared.clone();
+        let live = live.clone();
         let shutdown = shutdown.clone();
         let buffer_size = config.buffer_size;
         let name = format!("worker-{id}");
         let t = match io {
             Io::Readiness => spawn_worker(name, move |env| {
-                worker_main(env, id, socks, shared, buffer_size, shutdown)
+                worker_main(env, id, socks, live, buffer_size, shutdown)
             }),
             #[cfg(target_os = "linux")]
             Io::Uring => uring::spawn_worker(name, move |env| {
-                worker_main(env, id, socks, shared, buffer_size, shutdown)
+                worker_main(env, id, socks, live, buffer_size, shutdown)
             }),
         }
         .context("cannot start a worker thread")?;
         threads.push(t);
     }
+    drop(shared);
 
-    wait_for_signal(&trigger)?;
-    let drain_timeout = shared.drain_timeout;
+    signals.serve(&trigger, || reload_config(&live, &source, &cli))?;
+    let drain_timeout = live.current().drain_timeout;
     tracing::info!(
         drain_timeout_ms = drain_timeout.as_millis() as u64,
         "shutting down: no new connections; draining open ones"
@@ -389,11 +430,13 @@ async fn worker_main<E: WorkerEnv>(
     env: E,
     id: usize,
     sockets: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
+    live: Arc<Live>,
     buffer_size: usize,
     shutdown: Shutdown,
 ) {
     let worker = Worker::new(buffer_size, BUFFERS_KEPT_MAX);
+    // The listeners and the connection limit are the same in every generation.
+    let shared = live.current();
     let mut serving = Vec::new();
     for (sock, l) in sockets.into_iter().zip(shared.listeners.iter()) {
         match env.listener_from_std(sock) {
@@ -408,10 +451,12 @@ async fn worker_main<E: WorkerEnv>(
             Err(e) => tracing::error!(worker = id, listener = %l.name, error = %e, "cannot register the listener"),
         }
     }
+    drop(shared);
     for s in serving {
         let _ = s.await;
     }
-    let deadline = env.now() + shared.drain_timeout;
+    // The drain timeout of the configuration in force when shutdown began.
+    let deadline = env.now() + live.current().drain_timeout;
     let cut = tcp::drain(&env, &worker, deadline).await;
     if cut > 0 {
         tracing::warn!(
@@ -423,52 +468,78 @@ async fn worker_main<E: WorkerEnv>(
 }
 
 /// Runs every pool's health checks and ticks on a thread of their own: probes run once
-/// per process, and the effective weights they publish reach every worker.
-fn start_health(shared: &Arc<Shared>, shutdown: Shutdown) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let shared = shared.clone();
+/// per process, and the effective weights they publish reach every worker. A reload
+/// swaps the probe tasks of the pools it changed.
+fn start_health(live: &Live, shutdown: Shutdown) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let generations = live.subscribe();
     spawn_worker("health".into(), move |env| async move {
-        let mut tasks = Vec::new();
-        for pool in &shared.pools {
-            let addrs = pool.targets.iter().map(|t| t.addr).collect();
-            tasks.push(tokio::task::spawn_local(health::run(
-                env.clone(),
-                pool.health.clone(),
-                addrs,
-                shutdown.clone(),
-            )));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
+        reload::run_health(env, generations, shutdown).await;
     })
     .context("cannot start the health-check thread")
 }
 
-fn wait_for_signal(trigger: &ShutdownTrigger) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal runtime")?;
-    rt.block_on(async {
+/// The signals the process acts on, watched from start-up: SIGTERM and SIGINT stop it,
+/// SIGHUP reloads the configuration.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (on a runtime of this thread's own).
+    fn watch() -> anyhow::Result<Signals> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the signal runtime")?;
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-            let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-            let (which, _) = match gobalancer::io::race(term.recv(), int.recv()).await {
-                gobalancer::io::Either::Left(_) => ("SIGTERM", ()),
-                gobalancer::io::Either::Right(_) => ("SIGINT", ()),
-            };
-            tracing::info!(signal = which, "signal received");
+            // `signal` registers with the runtime it is called in.
+            let in_runtime = rt.enter();
+            let term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+            let int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+            let hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+            drop(in_runtime);
+            Ok(Signals { rt, term, int, hup })
         }
         #[cfg(not(unix))]
-        {
-            tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
-        }
-        anyhow::Ok(())
-    })?;
-    trigger.trigger();
-    Ok(())
+        Ok(Signals { rt })
+    }
+
+    /// Calls `on_reload` for every SIGHUP until SIGTERM or SIGINT, then fires `trigger`.
+    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
+    fn serve(mut self, trigger: &ShutdownTrigger, mut on_reload: impl FnMut()) -> anyhow::Result<()> {
+        self.rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use gobalancer::io::{race, Either};
+                let which = loop {
+                    match race(self.hup.recv(), race(self.term.recv(), self.int.recv())).await {
+                        Either::Left(_) => {
+                            tracing::info!(signal = "SIGHUP", "signal received; reloading the configuration");
+                            on_reload();
+                        }
+                        Either::Right(Either::Left(_)) => break "SIGTERM",
+                        Either::Right(Either::Right(_)) => break "SIGINT",
+                    }
+                };
+                tracing::info!(signal = which, "signal received");
+            }
+            #[cfg(not(unix))]
+            {
+                tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
+            }
+            anyhow::Ok(())
+        })?;
+        trigger.trigger();
+        Ok(())
+    }
 }
 
 /// Runs the built-in demo backends (HTTP, replying with their names) on the addresses

@@ -1,5 +1,6 @@
 //! The `gobalancer` binary end to end: configuration errors and `--check`, quick mode
-//! over loopback, SIGTERM, a listen address in use, and the built-in demo.
+//! over loopback, SIGTERM, SIGHUP reloads, a listen address in use, and the built-in
+//! demo.
 // Tests start the binary and bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -187,6 +188,116 @@ fn quick_mode_balances_and_sigterm_stops_it() {
     assert!(log.contains("gobalancer started"), "{log}");
     assert!(log.contains("workers=2"), "{log}");
     assert!(log.contains("gobalancer stopped"), "{log}");
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Replaces `path` atomically: a reload never reads a half-written file.
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename over the config");
+}
+
+/// Polls `cond` every 20 ms until it holds, at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_the_config_file_and_keeps_it_when_the_new_one_is_bad() {
+    let b = start_backends(vec![
+        Script::new("one", Reply::Name),
+        Script::new("two", Reply::Name),
+        Script::new("three", Reply::Name),
+    ]);
+    let listen = closed_port();
+    let text = |backends: &[std::net::SocketAddr]| {
+        let list: Vec<String> = backends.iter().map(|a| format!("(address: \"{a}\")")).collect();
+        format!(
+            "(\n  listeners: [(name: \"front\", bind: \"{listen}\", pool: \"p\")],\n  pools: [(name: \"p\", backends: [{}])],\n)\n",
+            list.join(", ")
+        )
+    };
+    let path = temp_file("reload.ron", &text(&b.addrs[..2]));
+    let log_path = path.with_extension("log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let child = bin()
+        .args(["--config", path.to_str().expect("utf-8 path"), "--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("start gobalancer");
+    let mut guard = Guard(child);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let names = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n).map(|_| fetch_name(listen).expect("served")).collect()
+    };
+    retry(Duration::from_secs(10), || fetch_name(listen));
+    assert_eq!(names(20), ["one", "two"].map(String::from).into());
+
+    // Backends one and two leave, three joins: traffic moves.
+    write_atomically(&path, &text(&b.addrs[2..]));
+    signal(&guard.0, "HUP");
+    wait_until(Duration::from_secs(10), "traffic on the new backend", || {
+        fetch_name(listen).is_ok_and(|n| n == "three")
+    });
+    assert_eq!(names(20), ["three"].map(String::from).into());
+    let after_good = log();
+    assert!(after_good.contains("configuration reloaded"), "{after_good}");
+    assert!(after_good.contains("generation=2"), "{after_good}");
+
+    // A file with a syntax error (line 3: a missing comma): refused, logged with its
+    // position, and traffic does not change.
+    let broken = format!("(\n  listeners: [\n    (name: \"front\", bind: \"{listen}\" pool: \"p\"),\n  ],\n)\n");
+    write_atomically(&path, &broken);
+    signal(&guard.0, "HUP");
+    wait_until(Duration::from_secs(10), "the refusal in the log", || {
+        log().contains("configuration reload refused")
+    });
+    let after_bad = log();
+    assert!(after_bad.contains(&format!("{}:3:", path.display())), "{after_bad}");
+    assert_eq!(names(20), ["three"].map(String::from).into());
+
+    signal(&guard.0, "TERM");
+    let status = wait_exit(&mut guard, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(log().contains("gobalancer stopped"));
+}
+
+#[test]
+fn sighup_without_a_config_file_is_refused_and_keeps_serving() {
+    let b = start_backends(vec![Script::new("one", Reply::Name)]);
+    let listen = closed_port();
+    let log_path = temp_file("flags-reload.log", "");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let backend = b.addrs[0].to_string();
+    let child = bin()
+        .args(["--listen", &listen.to_string(), "--backend", &backend, "--workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("start gobalancer");
+    let mut guard = Guard(child);
+    retry(Duration::from_secs(10), || fetch_name(listen));
+    signal(&guard.0, "HUP");
+    wait_until(Duration::from_secs(10), "the refusal in the log", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("configuration reload refused"))
+    });
+    assert_eq!(fetch_name(listen).expect("still served"), "one");
+    sigterm(&guard.0);
+    let status = wait_exit(&mut guard, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

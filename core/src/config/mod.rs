@@ -161,7 +161,9 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A connection on which no byte moved for this long is closed.
     pub idle: Duration,
-    /// After SIGTERM or SIGINT, how long open connections may finish.
+    /// After SIGTERM or SIGINT, how long open connections may finish; after a reload
+    /// that removes a backend (or sets its weight to 0), how long its open connections
+    /// may go on before they are cut.
     pub drain: Duration,
 }
 

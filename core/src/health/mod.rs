@@ -29,7 +29,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// Probes every backend of `monitor` that has an active check, at its interval with
 /// jitter, and ticks the monitor, until `shutdown` fires. `addrs[i]` is backend `i`'s
-/// address.
+/// address. A reload stops one pool generation's `run` and starts the next one's (see
+/// [`crate::reload::run_health`]).
 pub async fn run<E: Env>(env: E, monitor: Arc<PoolMonitor>, addrs: Vec<SocketAddr>, shutdown: Shutdown) {
     for (idx, check) in monitor.checks() {
         let Some(addr) = addrs.get(idx).copied() else {
@@ -40,10 +41,16 @@ pub async fn run<E: Env>(env: E, monitor: Arc<PoolMonitor>, addrs: Vec<SocketAdd
         let monitor2 = monitor.clone();
         let mut shutdown2 = shutdown.clone();
         env.spawn(async move {
-            // Spread the first probes over one interval so that a pool's backends are not
-            // all probed at the same instant.
-            let first = jittered(&env2, check.interval, 100) / 2;
-            if let Either::Left(()) = race(shutdown2.wait(), env2.sleep(first)).await {
+            // A backend carried over a reload keeps its cadence: its first probe here
+            // is the one the previous generation's task had scheduled, so the reload
+            // leaves no gap longer than an interval. Otherwise, spread the first probes
+            // over one interval so that a pool's backends are not all probed at the same
+            // instant.
+            let first = match monitor2.next_probe_at(idx) {
+                Some(at) => at,
+                None => env2.now() + jittered(&env2, check.interval, 100) / 2,
+            };
+            if let Either::Left(()) = race(shutdown2.wait(), env2.sleep_until(first)).await {
                 return;
             }
             loop {
@@ -51,6 +58,7 @@ pub async fn run<E: Env>(env: E, monitor: Arc<PoolMonitor>, addrs: Vec<SocketAdd
                 // (the timeout is at most the interval), so `fall` failures are seen
                 // within fall x interval + timeout of a crash.
                 let next = env2.now() + jittered(&env2, check.interval, check.jitter_percent);
+                monitor2.schedule_probe(idx, next);
                 let result = match race(shutdown2.wait(), probe(&env2, addr, &check)).await {
                     Either::Left(()) => return,
                     Either::Right(r) => r,

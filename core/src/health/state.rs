@@ -34,6 +34,17 @@ impl Hysteresis {
         }
     }
 
+    /// The same state and streak under new thresholds (a reload changed the check):
+    /// a backend keeps its state, and a streak already at or past a lowered threshold
+    /// flips on the next result against the state.
+    pub fn with_thresholds(&self, rise: u32, fall: u32) -> Hysteresis {
+        Hysteresis {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            ..self.clone()
+        }
+    }
+
     /// Whether the backend counts as up.
     pub fn is_up(&self) -> bool {
         self.up
@@ -215,6 +226,21 @@ mod tests {
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), Some(false));
+    }
+
+    #[test]
+    fn new_thresholds_keep_the_state_and_the_streak() {
+        let mut h = Hysteresis::new(2, 5, true);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None);
+        // fall 5 -> 3: the streak of two carries over, so one more failure flips it.
+        let mut h = h.with_thresholds(2, 3);
+        assert!(h.is_up());
+        assert_eq!(h.observe(false), Some(false));
+        // Down stays down under new thresholds.
+        let mut h = h.with_thresholds(1, 1);
+        assert!(!h.is_up());
+        assert_eq!(h.observe(true), Some(true));
     }
 
     #[test]

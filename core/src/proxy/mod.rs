@@ -1,18 +1,31 @@
 //! Forwarding: the state shared by every worker, the per-worker state, and the L4 TCP
 //! proxy ([`tcp`]).
 //!
-//! [`Shared`] is built once from a validated [`Config`] off the data path and is
-//! immutable apart from counters (atomics): every worker holds an `Arc` of it. Per-worker
-//! state ([`Worker`]) lives in an `Rc`: buffer pool and open-connection count, touched by
-//! one thread only.
+//! [`Shared`] is one *generation* of the configuration, built from a validated
+//! [`Config`] off the data path and immutable apart from counters (atomics): every worker
+//! holds an `Arc` of it. A reload ([`crate::reload`]) builds the next generation with
+//! [`Shared::next_generation`] and publishes it per listener: each [`ListenerShared`]
+//! holds its current [`Route`] (pool and forwarding settings) in an atomically swapped
+//! pointer, which the accept loop loads once per connection. A connection keeps the
+//! route it started with, so an old generation lives exactly as long as its
+//! connections. The listeners themselves and the connection limit are the same objects
+//! in every generation: changing them needs a restart.
+//!
+//! Per-worker state ([`Worker`]) lives in an `Rc`: buffer pool and open-connection
+//! count, touched by one thread only.
 
+pub mod drain;
 pub mod tcp;
 
-use crate::balancer::Balancer;
-use crate::config::{Config, Mode};
+pub use drain::DrainSignal;
+
+use crate::balancer::{ActiveCounter, Balancer};
+use crate::config::{Config, Mode, PoolConfig};
 use crate::health::PoolMonitor;
-use crate::io::IoBuf;
+use crate::io::{Instant, IoBuf};
+use arc_swap::ArcSwap;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,19 +39,98 @@ pub struct Target {
     pub name: String,
     /// Where to connect.
     pub addr: SocketAddr,
+    /// Fires when a reload drains this backend (removed, or weight set to 0): open
+    /// connections on it are cut at the drain's deadline. Per generation: a backend
+    /// that stays has a quiet signal in the new generation.
+    pub drain: Arc<DrainSignal>,
+}
+
+/// Counters of one pool that outlive its generations: every generation of the pool of
+/// the same name shares one.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections cut at a drain deadline after a reload removed (or set to weight 0)
+    /// their backend.
+    pub drained_cut_total: AtomicU64,
 }
 
 /// A pool: its backends, the balancing state over them, and their health. Index `i` of
-/// `targets` is backend `i` of `balancer` and of `health`.
+/// `targets` is backend `i` of `balancer`, of `health` and of `config.backends`.
 pub struct Pool {
     /// The pool's name, for logs.
     pub name: String,
     /// The backends, in configuration order.
     pub targets: Vec<Target>,
-    /// Selection and per-backend active-connection counters.
+    /// Selection and per-backend active-connection counters. The counter of a backend
+    /// that stays across a reload is shared with the next generation's balancer.
     pub balancer: Balancer,
     /// Health state; publishes effective weights to `balancer`.
     pub health: Arc<PoolMonitor>,
+    /// Counters shared by every generation of this pool.
+    pub stats: Arc<PoolStats>,
+    /// The configuration this generation was built from.
+    pub config: PoolConfig,
+}
+
+impl Pool {
+    /// Builds a pool generation. With `old` (the previous generation of the pool of the
+    /// same name), backends are matched by address: one that stays keeps its active
+    /// counter and its health state (hysteresis, ejection, slow-start clock), and
+    /// `old`'s monitor is retired and forwards to the new one.
+    fn build(config: &PoolConfig, old: Option<&Pool>, now: Instant) -> Arc<Pool> {
+        let weights: Vec<u32> = config.backends.iter().map(|b| b.weight).collect();
+        let counters: Vec<Option<Arc<ActiveCounter>>> = match old {
+            Some(old) => {
+                let by_addr = old.index_by_addr();
+                let old_counters = old.balancer.counters();
+                config
+                    .backends
+                    .iter()
+                    .map(|b| by_addr.get(&b.address).and_then(|&j| old_counters.get(j).cloned()))
+                    .collect()
+            }
+            None => vec![None; weights.len()],
+        };
+        let balancer = Balancer::with_counters(config.algorithm, &weights, counters);
+        let health = PoolMonitor::new_carrying(config, balancer.clone(), old.map(|o| &o.health), now);
+        Arc::new(Pool {
+            name: config.name.clone(),
+            targets: config
+                .backends
+                .iter()
+                .map(|b| Target {
+                    name: b.name.clone(),
+                    addr: b.address,
+                    drain: Arc::default(),
+                })
+                .collect(),
+            balancer,
+            health,
+            stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
+            config: config.clone(),
+        })
+    }
+
+    /// Backend index by address.
+    fn index_by_addr(&self) -> BTreeMap<SocketAddr, usize> {
+        self.targets.iter().enumerate().map(|(i, t)| (t.addr, i)).collect()
+    }
+
+    /// The backends of this generation that `next` drains: gone from it, or taking
+    /// traffic here and weight 0 there.
+    fn drained_by(&self, next: &PoolConfig) -> Vec<usize> {
+        let next_weight: BTreeMap<SocketAddr, u32> = next.backends.iter().map(|b| (b.address, b.weight)).collect();
+        self.config
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| match next_weight.get(&b.address) {
+                None => true,
+                Some(&w) => w == 0 && b.weight > 0,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 /// Settings of one listener's forwarding.
@@ -52,16 +144,64 @@ pub struct TcpSettings {
     pub buffer_size: usize,
 }
 
-/// One listener: where it binds and where it forwards.
+impl TcpSettings {
+    fn of(config: &Config) -> TcpSettings {
+        TcpSettings {
+            connect_timeout: config.timeouts.connect,
+            idle_timeout: config.timeouts.idle,
+            buffer_size: config.buffer_size,
+        }
+    }
+}
+
+/// Where a listener sends a new connection, in one generation: the pool and the
+/// forwarding settings, published together so that a connection never mixes two
+/// generations.
+pub struct Route {
+    /// The pool it balances over.
+    pub pool: Arc<Pool>,
+    /// Forwarding settings.
+    pub settings: TcpSettings,
+    /// The configuration generation this route belongs to.
+    pub generation: u64,
+}
+
+/// One listener: where it binds and where it forwards. The same object in every
+/// generation; only its route changes.
 pub struct ListenerShared {
     /// The listener's name, for logs.
     pub name: String,
     /// The address to bind.
     pub bind: SocketAddr,
-    /// The pool it balances over.
-    pub pool: Arc<Pool>,
-    /// Forwarding settings.
-    pub settings: TcpSettings,
+    /// The current route, swapped whole by a reload and loaded once per connection.
+    route: ArcSwap<Route>,
+}
+
+impl ListenerShared {
+    /// The route in force: what a connection accepted now uses for its whole life.
+    pub fn route(&self) -> Arc<Route> {
+        self.route.load_full()
+    }
+
+    /// The pool in force.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.route.load().pool.clone()
+    }
+
+    /// The forwarding settings in force.
+    pub fn settings(&self) -> TcpSettings {
+        self.route.load().settings
+    }
+
+    /// A listener serving `route`, for tests and simulations that drive single
+    /// connections.
+    pub fn new(name: String, bind: SocketAddr, route: Route) -> ListenerShared {
+        ListenerShared {
+            name,
+            bind,
+            route: ArcSwap::from_pointee(route),
+        }
+    }
 }
 
 /// Process-wide limit on open client connections (HAProxy's `maxconn`). When it is
@@ -124,51 +264,154 @@ impl Drop for ConnPermit {
     }
 }
 
-/// Everything the workers share, built from a validated config.
+/// Everything the workers share: one generation of a validated config.
 pub struct Shared {
-    /// One entry per configured listener.
+    /// One entry per configured listener; the same objects in every generation.
     pub listeners: Vec<Arc<ListenerShared>>,
-    /// The pools, in configuration order.
+    /// This generation's pools, in configuration order.
     pub pools: Vec<Arc<Pool>>,
-    /// The process-wide connection limit.
+    /// The process-wide connection limit; the same in every generation.
     pub conn_limit: Arc<ConnLimit>,
-    /// How long open connections may finish after shutdown begins.
+    /// How long open connections may finish after shutdown begins, and how long a
+    /// drained backend's connections may go on after the reload that drained it.
     pub drain_timeout: Duration,
+    /// 1 for the configuration the process started with, one more per reload that
+    /// changed something.
+    pub generation: u64,
 }
 
 impl Shared {
-    /// Builds the shared state. The config has been validated, so every listener's pool
-    /// exists; a listener whose pool is missing anyway is reported, not unwrapped.
+    /// Builds the shared state of generation 1. The config has been validated, so every
+    /// listener's pool exists; a listener whose pool is missing anyway is reported, not
+    /// unwrapped.
     pub fn from_config(config: &Config) -> Result<Arc<Shared>, String> {
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
-            .map(|p| {
-                let weights: Vec<u32> = p.backends.iter().map(|b| b.weight).collect();
-                let balancer = Balancer::new(p.algorithm, &weights);
-                let health = PoolMonitor::new(p, balancer.clone());
-                Arc::new(Pool {
-                    name: p.name.clone(),
-                    targets: p
-                        .backends
-                        .iter()
-                        .map(|b| Target {
-                            name: b.name.clone(),
-                            addr: b.address,
-                        })
-                        .collect(),
-                    balancer,
-                    health,
-                })
+            .map(|p| Pool::build(p, None, Instant::ZERO))
+            .collect();
+        let routes = routes(config, &pools, 1)?;
+        let listeners = config
+            .listeners
+            .iter()
+            .zip(routes)
+            .map(|(l, route)| Arc::new(ListenerShared::new(l.name.clone(), l.bind, route)))
+            .collect();
+        Ok(Arc::new(Shared {
+            listeners,
+            pools,
+            conn_limit: ConnLimit::new(config.max_connections),
+            drain_timeout: config.timeouts.drain,
+            generation: 1,
+        }))
+    }
+
+    /// Builds the next generation from `config` and puts it in force, at `now` on the
+    /// data path's clock. Call it on the generation in force, one reload at a time:
+    /// [`crate::reload::Live`] does both.
+    ///
+    /// `config` must keep this generation's listeners (names, binds, modes, pools) and
+    /// process settings: [`crate::reload`] checks that first, and this returns an error,
+    /// having changed nothing, when the listeners differ anyway.
+    ///
+    /// A pool whose configuration is unchanged is carried over as it is (same balancer,
+    /// same health tasks). A changed pool gets a new generation: backends are matched by
+    /// address, and one that stays keeps its active counter and health state. Then, in
+    /// this order:
+    ///
+    /// 1. the old generation's balancer stops yielding the backends the new config
+    ///    drains (removed, or weight 0), so that not even a selection in flight on the old
+    ///    generation reaches them;
+    /// 2. every listener's route is swapped: new connections use the new generation;
+    /// 3. the drained backends' connections get their deadline, `now +
+    ///    timeouts.drain` (of the new config), and are cut if still open then.
+    pub fn next_generation(&self, config: &Config, now: Instant) -> Result<Arc<Shared>, String> {
+        if config.listeners.len() != self.listeners.len()
+            || config
+                .listeners
+                .iter()
+                .zip(&self.listeners)
+                .any(|(c, l)| c.name != l.name || c.bind != l.bind)
+        {
+            return Err("the listeners changed; that needs a restart".to_string());
+        }
+        // Checked before anything changes, so that `routes` below cannot fail once old
+        // monitors are retired: every listener is TCP and its pool exists in `config`.
+        for l in &config.listeners {
+            if l.mode != Mode::Tcp || config.pool(&l.pool).is_none() {
+                return Err(format!(
+                    "listener {}: mode {} over pool {} cannot be served",
+                    l.name, l.mode, l.pool
+                ));
+            }
+        }
+        let generation = self.generation + 1;
+        let mut replaced: Vec<(Arc<Pool>, Vec<usize>)> = Vec::new();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| match self.pools.iter().find(|old| old.name == p.name) {
+                Some(old) if old.config == *p => old.clone(),
+                Some(old) => {
+                    replaced.push((old.clone(), old.drained_by(p)));
+                    Pool::build(p, Some(old), now)
+                }
+                None => Pool::build(p, None, now),
             })
             .collect();
-        let settings = TcpSettings {
-            connect_timeout: config.timeouts.connect,
-            idle_timeout: config.timeouts.idle,
-            buffer_size: config.buffer_size,
-        };
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
+        let routes = routes(config, &pools, generation)?;
+        // 1. Out of the old balancers. Their monitors were retired by `Pool::build` and
+        // publish no more weights, so the zeros stay.
+        for (old, drained) in &replaced {
+            if drained.is_empty() {
+                continue;
+            }
+            let mut weights = old.balancer.weights();
+            for &i in drained {
+                if let Some(w) = weights.get_mut(i) {
+                    *w = 0;
+                }
+            }
+            if let Err(e) = old.balancer.set_weights(&weights) {
+                tracing::error!(pool = %old.name, error = %e, "cannot take drained backends out of the old generation");
+            }
+        }
+        // 2. New connections use the new generation.
+        for (l, route) in self.listeners.iter().zip(routes) {
+            l.route.store(Arc::new(route));
+        }
+        // 3. Deadlines for the drained backends' open connections.
+        let deadline = now + config.timeouts.drain;
+        for (old, drained) in &replaced {
+            for &i in drained {
+                if let Some(t) = old.targets.get(i) {
+                    t.drain.start(deadline);
+                }
+            }
+        }
+        Ok(Arc::new(Shared {
+            listeners: self.listeners.clone(),
+            pools,
+            conn_limit: self.conn_limit.clone(),
+            drain_timeout: config.timeouts.drain,
+            generation,
+        }))
+    }
+
+    /// Connections on this generation's pools (live leases), counting each once: a
+    /// connection counts on the balancer it was selected from.
+    pub fn total_active(&self) -> u64 {
+        self.pools.iter().map(|p| p.balancer.total_active()).sum()
+    }
+}
+
+/// Every listener's route over `pools` (built from `config`, in its order).
+fn routes(config: &Config, pools: &[Arc<Pool>], generation: u64) -> Result<Vec<Route>, String> {
+    let settings = TcpSettings::of(config);
+    config
+        .listeners
+        .iter()
+        .map(|l| {
             if l.mode != Mode::Tcp {
                 return Err(format!(
                     "listener {}: only mode \"tcp\" is available in this build",
@@ -179,20 +422,13 @@ impl Shared {
                 .iter()
                 .find(|p| p.name == l.pool)
                 .ok_or_else(|| format!("listener {}: unknown pool {}", l.name, l.pool))?;
-            listeners.push(Arc::new(ListenerShared {
-                name: l.name.clone(),
-                bind: l.bind,
+            Ok(Route {
                 pool: pool.clone(),
                 settings,
-            }));
-        }
-        Ok(Arc::new(Shared {
-            listeners,
-            pools,
-            conn_limit: ConnLimit::new(config.max_connections),
-            drain_timeout: config.timeouts.drain,
-        }))
-    }
+                generation,
+            })
+        })
+        .collect()
 }
 
 /// Per-worker state: touched by one thread only.

@@ -15,6 +15,13 @@
 //!    both directions have ended, when nothing moved for the idle timeout, or when either
 //!    side fails; a backend failing mid-stream resets the client (RST, not a clean FIN),
 //!    so that the client cannot take a truncated stream for a complete one.
+//! 4. **Drain**: when a reload removes the backend (or sets its weight to 0), the pump
+//!    goes on with the real bytes until the drain deadline and then resets both sides
+//!    (see [`super::drain`]).
+//!
+//! A connection loads its listener's [`Route`](super::Route) once, at the start: it
+//! keeps that pool generation and those timeouts for its whole life, whatever reloads
+//! happen meanwhile.
 
 use super::{ConnPermit, ListenerShared, Shutdown, Worker};
 use crate::balancer::PickKey;
@@ -63,6 +70,12 @@ pub enum Outcome {
     },
     /// The client failed mid-stream; the backend was reset.
     ClientFailed {
+        /// Index of the backend in the pool.
+        backend: usize,
+    },
+    /// A reload drained the backend and the connection was still open at the drain
+    /// deadline; both sides were reset.
+    Drained {
         /// Index of the backend in the pool.
         backend: usize,
     },
@@ -192,7 +205,10 @@ pub async fn proxy_connection<E: Env>(
     shared: &ListenerShared,
     worker: &Worker,
 ) -> Outcome {
-    let pool = &shared.pool;
+    // One load per connection: this generation's pool and timeouts, for its whole life.
+    let route = shared.route();
+    let pool = &*route.pool;
+    let settings = route.settings;
     let key = PickKey {
         client: client_key(peer),
         random: env.random_u64(),
@@ -204,7 +220,7 @@ pub async fn proxy_connection<E: Env>(
         let Some(target) = pool.targets.get(lease.index()) else {
             continue;
         };
-        let deadline = env.now() + shared.settings.connect_timeout;
+        let deadline = env.now() + settings.connect_timeout;
         match io::timeout_at(env, deadline, env.connect(target.addr)).await {
             Some(Ok(stream)) => {
                 pool.health.report_connect(lease.index(), true, "connected", env.now());
@@ -219,7 +235,7 @@ pub async fn proxy_connection<E: Env>(
             None => {
                 pool.health
                     .report_connect(lease.index(), false, "connect timed out", env.now());
-                tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, timeout_ms = shared.settings.connect_timeout.as_millis() as u64, "connect timed out; trying the next backend");
+                tracing::warn!(pool = %pool.name, backend = %target.name, addr = %target.addr, timeout_ms = settings.connect_timeout.as_millis() as u64, "connect timed out; trying the next backend");
             }
         }
         // The lease drops here: the failed attempt no longer counts as active.
@@ -238,7 +254,13 @@ pub async fn proxy_connection<E: Env>(
     let idx = lease.index();
     let up = worker.take_buffer();
     let down = worker.take_buffer();
-    let (end, up, down) = pump(env, client, backend, up, down, shared.settings.idle_timeout).await;
+    let drain = async {
+        match pool.targets.get(idx) {
+            Some(t) => t.drain.cut_at_deadline(env, &pool.name, &t.name).await,
+            None => std::future::pending().await,
+        }
+    };
+    let (end, up, down) = pump(env, client, backend, up, down, settings.idle_timeout, drain).await;
     worker.give_buffer(up);
     worker.give_buffer(down);
     drop(lease);
@@ -254,6 +276,10 @@ pub async fn proxy_connection<E: Env>(
             Outcome::BackendFailed { backend: idx }
         }
         PumpEnd::ClientFailed => Outcome::ClientFailed { backend: idx },
+        PumpEnd::Drained => {
+            pool.stats.drained_cut_total.fetch_add(1, Ordering::Relaxed);
+            Outcome::Drained { backend: idx }
+        }
     }
 }
 
@@ -269,10 +295,15 @@ enum DirEnd {
 
 /// How the whole pump ended.
 enum PumpEnd {
-    Done { bytes_up: u64, bytes_down: u64 },
+    Done {
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     Idle,
     BackendFailed,
     ClientFailed,
+    /// The drain deadline of the backend passed.
+    Drained,
 }
 
 /// Copies `src` to `dst` until EOF or an error, then passes the FIN on.
@@ -315,8 +346,9 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     }
 }
 
-/// Moves bytes both ways until both directions end, the connection idles out, or a side
-/// fails. Returns the buffers for the pool.
+/// Moves bytes both ways until both directions end, the connection idles out, a side
+/// fails, or `drain` completes (the backend's drain deadline). Returns the buffers for
+/// the pool.
 async fn pump<E: Env, S: Stream, B: Stream>(
     env: &E,
     client: S,
@@ -324,6 +356,7 @@ async fn pump<E: Env, S: Stream, B: Stream>(
     up: IoBuf,
     down: IoBuf,
     idle_timeout: Duration,
+    drain: impl Future<Output = ()>,
 ) -> (PumpEnd, IoBuf, IoBuf) {
     let (mut cr, mut cw) = client.into_split();
     let (mut br, mut bw) = backend.into_split();
@@ -346,7 +379,7 @@ async fn pump<E: Env, S: Stream, B: Stream>(
                 }
             }
         };
-        drive(upf, downf, watchdog).await
+        drive(upf, downf, watchdog, drain).await
     };
     // Every future that borrowed the halves is gone: by the cancellation rule, a stream
     // whose read was abandoned is closed here, never read again.
@@ -356,6 +389,7 @@ async fn pump<E: Env, S: Stream, B: Stream>(
             bytes_down: bytes_down.get(),
         },
         Driven::Idle => PumpEnd::Idle,
+        Driven::Drained => PumpEnd::Drained,
         // Client -> backend failed: a client read error is the client's failure; a
         // backend write error is the backend's.
         Driven::Up(DirEnd::ReadFailed) => PumpEnd::ClientFailed,
@@ -374,6 +408,12 @@ async fn pump<E: Env, S: Stream, B: Stream>(
             bw.abort();
             drop(cw);
         }
+        // Cut at the drain deadline: the client must not take the cut stream for a
+        // complete one, and the backend stops working on it.
+        PumpEnd::Drained => {
+            cw.abort();
+            bw.abort();
+        }
         _ => {}
     }
     let up = up_slot.unwrap_or_default();
@@ -384,20 +424,24 @@ async fn pump<E: Env, S: Stream, B: Stream>(
 enum Driven {
     BothEof,
     Idle,
+    Drained,
     Up(DirEnd),
     Down(DirEnd),
 }
 
-/// Polls both directions and the watchdog, in that order, every time. A direction that
-/// ends with EOF is done and the other goes on; one that fails ends everything at once.
+/// Polls both directions, the watchdog and the drain deadline, in that order, every
+/// time. A direction that ends with EOF is done and the other goes on; one that fails
+/// ends everything at once.
 async fn drive(
     up: impl Future<Output = DirEnd>,
     down: impl Future<Output = DirEnd>,
     watchdog: impl Future<Output = ()>,
+    drain: impl Future<Output = ()>,
 ) -> Driven {
     let mut up = pin!(up);
     let mut down = pin!(down);
     let mut watchdog = pin!(watchdog);
+    let mut drain = pin!(drain);
     let mut up_done = false;
     let mut down_done = false;
     std::future::poll_fn(|cx| {
@@ -422,6 +466,9 @@ async fn drive(
         }
         if watchdog.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Driven::Idle);
+        }
+        if drain.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Driven::Drained);
         }
         Poll::Pending
     })

@@ -8,12 +8,13 @@ use gobalancer::config::Config;
 use gobalancer::io::tokio::{bind_std, spawn_worker};
 use gobalancer::io::{BindOptions, Env};
 use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::reload::{self as hot, Live, ReloadError, ReloadReport};
 use gobalancer::testbackend::{self, Script, Stats};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,17 +96,47 @@ pub fn start_backends(scripts: Vec<Script>) -> Backends {
 /// its own (the config's bind address is not used).
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The generation the proxy started with.
     pub shared: Arc<Shared>,
+    /// The configuration in force and the reload counters.
+    pub live: Arc<Live>,
+    /// Every generation put in force by [`Proxy::reload`], oldest first.
+    generations: Mutex<Vec<Arc<Shared>>>,
     _running: Running,
 }
 
 impl Proxy {
-    /// Waits until every backend's active counter is back to zero; panics if that takes
-    /// longer than the client wait.
+    /// Reloads with the RON text `config` (origin `<reload>`), as SIGHUP does with the
+    /// file. The listener's bind address must stay `127.0.0.1:1` (a listener change
+    /// needs a restart).
+    pub fn reload(&self, config: &str) -> Result<ReloadReport, ReloadError> {
+        let next = Config::parse(config, "<reload>");
+        let result = self.live.reload(next, balancer_now());
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.live.current());
+        result
+    }
+
+    /// The generation in force.
+    pub fn current(&self) -> Arc<Shared> {
+        self.live.current()
+    }
+
+    /// Waits until every backend's active counter, in every generation, is back to
+    /// zero; panics if that takes longer than the client wait.
     pub fn assert_counters_return_to_zero(&self) {
         let deadline = Instant::now() + CLIENT_WAIT;
         loop {
-            let total: u64 = self.shared.pools.iter().map(|p| p.balancer.total_active()).sum();
+            let total: u64 = self
+                .generations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|g| g.total_active())
+                .sum::<u64>()
+                + self.shared.total_active();
             if total == 0 && self.shared.conn_limit.open() == 0 {
                 return;
             }
@@ -159,19 +190,18 @@ pub fn uring_or_skip(test: &str) -> Option<IoKind> {
     }
 }
 
+/// The balancer's clock (the tokio backend's clock is process-wide, and io_uring's is
+/// the same one).
+pub fn balancer_now() -> gobalancer::io::Instant {
+    gobalancer::io::tokio::TokioEnv::new().now()
+}
+
 /// The balancer's worker: serves `listener` until shutdown, then drains.
-async fn run_proxy<E: Env>(env: E, listener: E::Listener, shared: Arc<Shared>, buffer_size: usize, shutdown: Shutdown) {
+async fn run_proxy<E: Env>(env: E, listener: E::Listener, live: Arc<Live>, buffer_size: usize, shutdown: Shutdown) {
     let worker = Worker::new(buffer_size, 16);
     // Health checks run on the same thread here; the binary gives them one of their own.
-    for pool in &shared.pools {
-        let addrs = pool.targets.iter().map(|t| t.addr).collect();
-        env.spawn(gobalancer::health::run(
-            env.clone(),
-            pool.health.clone(),
-            addrs,
-            shutdown.clone(),
-        ));
-    }
+    env.spawn(hot::run_health(env.clone(), live.subscribe(), shutdown.clone()));
+    let shared = live.current();
     let l = shared.listeners[0].clone();
     tcp::serve(
         env.clone(),
@@ -182,7 +212,7 @@ async fn run_proxy<E: Env>(env: E, listener: E::Listener, shared: Arc<Shared>, b
         shutdown,
     )
     .await;
-    let deadline = env.now() + shared.drain_timeout;
+    let deadline = env.now() + live.current().drain_timeout;
     tcp::drain(&env, &worker, deadline).await;
 }
 
@@ -194,21 +224,22 @@ pub fn start_proxy(config: &str) -> Proxy {
 /// A one-worker balancer on the backend `io`.
 pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     let config = Config::parse(config, "<test>").unwrap_or_else(|e| panic!("test config: {e}"));
-    let shared = Shared::from_config(&config).expect("shared state");
+    let live = Live::new(config.clone()).expect("shared state");
+    let shared = live.current();
     let sock = bind_std("127.0.0.1:0".parse().expect("addr"), BindOptions::default()).expect("bind proxy");
     let addr = sock.local_addr().expect("addr");
     let (trigger, shutdown) = Shutdown::new();
-    let shared2 = shared.clone();
+    let live2 = live.clone();
     let buffer_size = config.buffer_size;
     let thread = match io {
         IoKind::Epoll => spawn_worker("test-proxy".into(), move |env| async move {
             let listener = env.listener_from_std(sock).expect("register proxy");
-            run_proxy(env, listener, shared2, buffer_size, shutdown).await
+            run_proxy(env, listener, live2, buffer_size, shutdown).await
         }),
         #[cfg(target_os = "linux")]
         IoKind::Uring => gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
             let listener = env.listener_from_std(sock).expect("register proxy");
-            run_proxy(env, listener, shared2, buffer_size, shutdown).await
+            run_proxy(env, listener, live2, buffer_size, shutdown).await
         }),
         #[cfg(not(target_os = "linux"))]
         IoKind::Uring => panic!("io_uring exists on Linux only; check with uring_or_skip first"),
@@ -217,6 +248,8 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     Proxy {
         addr,
         shared,
+        live,
+        generations: Mutex::new(Vec::new()),
         _running: Running {
             trigger: Some(trigger),
             thread: Some(thread),
