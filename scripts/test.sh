@@ -14,4 +14,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
+# The tokio backend runs on kqueue on the BSDs and macOS: make sure the core and loadgen
+# compile there (type-check only; no linker or kernel of those systems is needed).
+echo "== cargo check for the kqueue targets"
+for target in x86_64-unknown-freebsd x86_64-apple-darwin; do
+  if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    cargo check --quiet -p gobalancer -p gobalancer-loadgen --target "$target"
+    echo "checked $target"
+  else
+    echo "SKIPPED cargo check --target $target: not installed (rustup target add $target)"
+  fi
+done
+
 echo "== all checks passed"
