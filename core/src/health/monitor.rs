@@ -416,8 +416,11 @@ impl PoolMonitor {
         for (i, b) in inner.backends.iter_mut().enumerate() {
             if b.passive.expire(now) {
                 tracing::info!(pool = %self.pool, backend = %self.names[i], "ejection ended; backend half-open");
+                // Half-open: the next success must take the lock to clear the back-off
+                // (found by the chaos sweep, seed 27: without this, successes never reset
+                // it and every later ejection doubled until the backend stayed out).
                 if let Some(f) = self.failing.get(i) {
-                    f.store(false, Ordering::Release);
+                    f.store(true, Ordering::Release);
                 }
             }
         }
@@ -616,6 +619,28 @@ mod tests {
         assert!(new.snapshot(at(3000))[3].checks_up);
         new.tick(at(6000));
         assert_eq!(new.snapshot(at(6000))[0].weight, 32, "half the window, half the weight");
+    }
+
+    #[test]
+    fn a_success_after_an_ejection_clears_the_back_off() {
+        // Regression (chaos sweep, seed 27): successes after a half-open ejection must
+        // reset the back-off, or every later ejection lasts twice as long as the last.
+        let passive =
+            "passive: (consecutive_failures: 2, ejection: \"10s\", max_ejection: \"5m\", max_ejected_percent: 100),";
+        let m = monitor(&pool(passive, &[("a", 1), ("b", 2)]), None, at(0));
+        m.report_connect(0, false, "refused", at(0));
+        m.report_connect(0, false, "refused", at(1));
+        assert!(m.snapshot(at(2))[0].ejected);
+        m.tick(at(10_001));
+        assert!(!m.snapshot(at(10_001))[0].ejected, "half-open after 10s");
+        m.report_connect(0, true, "connected", at(10_002));
+        // Back to a clean state: one failure is not enough, two eject for the base 10s.
+        m.report_connect(0, false, "refused", at(20_000));
+        assert!(!m.snapshot(at(20_000))[0].ejected);
+        m.report_connect(0, false, "refused", at(20_001));
+        assert!(m.snapshot(at(20_002))[0].ejected);
+        m.tick(at(30_001));
+        assert!(!m.snapshot(at(30_001))[0].ejected, "ejected for 10s, not 20s");
     }
 
     #[test]
