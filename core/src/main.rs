@@ -17,7 +17,7 @@ use gobalancer::io::tokio::{bind_std, spawn_worker, TokioEnv};
 #[cfg(target_os = "linux")]
 use gobalancer::io::uring::{self, UringEnv};
 use gobalancer::io::{BindOptions, Env};
-use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, SpliceSettings, Worker};
 use gobalancer::reload::{self, Live};
 use gobalancer::testbackend::{self, Reply, Script, Stats};
 use std::io::IsTerminal;
@@ -95,6 +95,14 @@ struct Cli {
     /// Per-direction buffer size, e.g. "16KiB".
     #[arg(long, value_name = "SIZE")]
     buffer_size: Option<String>,
+    /// Zero-copy L4 forwarding with splice(2) (epoll backend, Linux): `auto` splices a
+    /// direction once it has moved --splice-after bytes; `off` always copies.
+    #[arg(long, value_enum, default_value_t = SpliceChoice::Auto)]
+    splice: SpliceChoice,
+    /// With --splice auto: bytes a direction copies before it splices, e.g. "64KiB"
+    /// (0: from the first byte).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB")]
+    splice_after: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -111,6 +119,27 @@ enum IoChoice {
     Epoll,
     /// io_uring.
     Uring,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SpliceChoice {
+    /// Splice bulk transfers where the I/O backend can (epoll on Linux).
+    Auto,
+    /// Always copy through user-space buffers.
+    Off,
+}
+
+/// The workers' splice settings from `--splice` and `--splice-after`.
+fn splice_settings(cli: &Cli) -> anyhow::Result<Option<SpliceSettings>> {
+    let after = gobalancer::config::parse_size(&cli.splice_after)
+        .map_err(|e| anyhow::anyhow!("--splice-after {}: {e}", cli.splice_after))?;
+    Ok(match cli.splice {
+        SpliceChoice::Off => None,
+        SpliceChoice::Auto => Some(SpliceSettings {
+            after: after as u64,
+            ..SpliceSettings::default()
+        }),
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -236,6 +265,7 @@ fn reload_config(live: &Live, source: &Source, cli: &Cli) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, source) = load_config(&cli)?;
+    let splice = splice_settings(&cli)?;
     if cli.check {
         println!(
             "configuration OK: {} listener(s), {} pool(s), {} backend(s)",
@@ -301,6 +331,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workers,
         io = io.name(),
         io_note = %io_note,
+        splice = %match splice {
+            None => "off".to_string(),
+            Some(_) if !cfg!(target_os = "linux") => "off (splice(2) exists on Linux only)".to_string(),
+            Some(_) if io != Io::Readiness => "off (the io_uring backend copies)".to_string(),
+            Some(s) => format!("after {} bytes, at most {} pipes per worker", s.after, s.pipes_max),
+        },
         listeners = %listeners.join(", "),
         pools = %pools.join("; "),
         max_connections = config.max_connections,
@@ -317,11 +353,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let name = format!("worker-{id}");
         let t = match io {
             Io::Readiness => spawn_worker(name, move |env| {
-                worker_main(env, id, socks, live, buffer_size, shutdown)
+                worker_main(env, id, socks, live, buffer_size, splice, shutdown)
             }),
             #[cfg(target_os = "linux")]
             Io::Uring => uring::spawn_worker(name, move |env| {
-                worker_main(env, id, socks, live, buffer_size, shutdown)
+                worker_main(env, id, socks, live, buffer_size, splice, shutdown)
             }),
         }
         .context("cannot start a worker thread")?;
@@ -432,9 +468,10 @@ async fn worker_main<E: WorkerEnv>(
     sockets: Vec<std::net::TcpListener>,
     live: Arc<Live>,
     buffer_size: usize,
+    splice: Option<SpliceSettings>,
     shutdown: Shutdown,
 ) {
-    let worker = Worker::new(buffer_size, BUFFERS_KEPT_MAX);
+    let worker = Worker::with_splice(buffer_size, BUFFERS_KEPT_MAX, splice);
     // The listeners and the connection limit are the same in every generation.
     let shared = live.current();
     let mut serving = Vec::new();

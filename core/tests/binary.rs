@@ -138,6 +138,15 @@ fn bad_flags_are_rejected_cleanly() {
             "0s",
         ][..],
         &["--check", "--config", "/nonexistent/gobalancer.ron"][..],
+        &[
+            "--check",
+            "--listen",
+            "127.0.0.1:8080",
+            "--backend",
+            "127.0.0.1:9001",
+            "--splice-after",
+            "64KB",
+        ][..],
     ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -422,6 +431,14 @@ fn io_auto_says_which_backend_it_chose_and_why() {
     assert!(log.contains(expected), "{log}");
     let epoll = serve_and_stop(&["--io", "epoll"]);
     assert!(epoll.contains("io=\"epoll\"") || epoll.contains("io=epoll"), "{epoll}");
+}
+
+#[test]
+fn splice_is_on_by_default_on_epoll_and_off_on_request() {
+    let on = serve_and_stop(&["--io", "epoll", "--splice-after", "0"]);
+    assert!(on.contains("after 0 bytes"), "{on}");
+    let off = serve_and_stop(&["--io", "epoll", "--splice", "off"]);
+    assert!(off.contains("splice=off") || off.contains("splice=\"off\""), "{off}");
 }
 
 /// The binary with io_uring_setup(2) refused (EPERM) by a seccomp filter, as the default

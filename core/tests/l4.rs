@@ -2,8 +2,9 @@
 //! distribution, failover past a stopped or black-holed backend, half-close, idle
 //! timeout, reset on backend failure, the connection limit, and counters back to zero.
 //!
-//! Every test runs twice, with the balancer on each I/O backend: `epoll::NAME` (tokio)
-//! and `uring::NAME` (io_uring; skipped, saying why, where the machine lacks it).
+//! Every test runs three times, with the balancer on each I/O backend: `epoll::NAME`
+//! (tokio), `splice::NAME` (tokio splicing every direction from its first byte) and
+//! `uring::NAME` (io_uring; skipped, saying why, where the machine lacks it).
 // A raw backend thread scripts a mid-stream reset; the balancer itself runs on its workers.
 #![allow(clippy::disallowed_methods)]
 
@@ -24,6 +25,14 @@ macro_rules! on_every_backend {
                 #[test]
                 fn $name() {
                     super::$name(super::IoKind::Epoll)
+                }
+            )*
+        }
+        mod splice {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::IoKind::EpollSplice)
                 }
             )*
         }

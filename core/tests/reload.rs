@@ -4,7 +4,8 @@
 //! over to the new generation.
 //!
 //! The drain test runs on each I/O backend (`epoll::NAME`, `uring::NAME`; the latter is
-//! skipped, saying why, where the machine lacks io_uring).
+//! skipped, saying why, where the machine lacks io_uring) and with splice on
+//! (`splice::NAME`).
 // Clients run on plain threads; waits are bounded with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -23,6 +24,14 @@ mod epoll {
     #[test]
     fn removed_backend_drains_then_cuts_at_the_deadline() {
         super::removed_backend_drains_then_cuts_at_the_deadline(super::IoKind::Epoll)
+    }
+}
+
+/// The same with every direction spliced from its first byte.
+mod splice {
+    #[test]
+    fn removed_backend_drains_then_cuts_at_the_deadline() {
+        super::removed_backend_drains_then_cuts_at_the_deadline(super::IoKind::EpollSplice)
     }
 }
 

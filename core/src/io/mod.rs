@@ -25,12 +25,14 @@
 pub mod adapter;
 mod buf;
 mod race;
+pub mod splice;
 pub mod tokio;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
 pub use buf::IoBuf;
 pub use race::{join, race, Either};
+pub use splice::{Pipe, PipePool, Splice};
 
 use std::future::Future;
 use std::io;
@@ -98,6 +100,16 @@ pub trait OwnedRead: 'static {
     /// Reads into the spare capacity of `buf` (appending after its filled bytes).
     /// `Ok(0)` means end of stream (the peer sent FIN). `buf` must have spare capacity.
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize>;
+
+    /// Zero-copy capability: a [`Splice`] from this half to `dst`, which moves bytes
+    /// through a kernel pipe without copying them into user space. `None` (the default)
+    /// when this pair cannot splice: the caller copies through buffers instead. The
+    /// tokio backend on Linux splices between its own TCP halves; io_uring and the
+    /// simulation return `None`.
+    fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
+        let _ = dst;
+        None
+    }
 }
 
 /// Writing half of a stream (or a whole stream).

@@ -141,6 +141,11 @@ impl OwnedRead for TokioStream {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
         read_into(&mut self.inner, buf).await
     }
+
+    #[cfg(target_os = "linux")]
+    fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<super::Splice<'a>> {
+        Some(super::Splice::tokio(&self.inner, tcp_of(dst)?))
+    }
 }
 
 impl OwnedWrite for TokioStream {
@@ -185,6 +190,22 @@ impl OwnedRead for TokioReadHalf {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
         read_into(&mut self.inner, buf).await
     }
+
+    #[cfg(target_os = "linux")]
+    fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<super::Splice<'a>> {
+        Some(super::Splice::tokio(self.inner.as_ref(), tcp_of(dst)?))
+    }
+}
+
+/// The tokio socket under a destination that is one of ours (a whole stream or a write
+/// half); `None` for any other backend's stream.
+#[cfg(target_os = "linux")]
+fn tcp_of<W: OwnedWrite>(dst: &mut W) -> Option<&tokio::net::TcpStream> {
+    let any: &mut dyn std::any::Any = dst;
+    if any.is::<TokioWriteHalf>() {
+        return any.downcast_mut::<TokioWriteHalf>().map(|w| w.inner.as_ref());
+    }
+    any.downcast_mut::<TokioStream>().map(|s| &s.inner)
 }
 
 /// Writing half of a [`TokioStream`].

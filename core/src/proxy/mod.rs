@@ -22,7 +22,7 @@ pub use drain::DrainSignal;
 use crate::balancer::{ActiveCounter, Balancer};
 use crate::config::{Config, Mode, PoolConfig};
 use crate::health::PoolMonitor;
-use crate::io::{Instant, IoBuf};
+use crate::io::{Instant, IoBuf, PipePool};
 use arc_swap::ArcSwap;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -431,23 +431,69 @@ fn routes(config: &Config, pools: &[Arc<Pool>], generation: u64) -> Result<Vec<R
         .collect()
 }
 
+/// Zero-copy forwarding (`--splice auto`): a direction of an L4 connection switches from
+/// copying to splice(2) once it has moved `after` bytes, when both of its streams can
+/// splice (see [`crate::io::OwnedRead::splice_to`]) and the worker has a pipe free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceSettings {
+    /// Bytes a direction moves through the copy path before it splices; 0 splices from
+    /// the first byte.
+    pub after: u64,
+    /// Most pipes one worker holds at once (each is two descriptors); when all are in
+    /// use, new directions go on copying.
+    pub pipes_max: usize,
+}
+
+impl SpliceSettings {
+    /// Default of `after`: like HAProxy's splice-auto, short exchanges are copied and
+    /// only bulk transfers splice.
+    pub const AFTER_DEFAULT: u64 = 64 * 1024;
+    /// Default of `pipes_max` per worker.
+    pub const PIPES_MAX_DEFAULT: usize = 256;
+}
+
+impl Default for SpliceSettings {
+    fn default() -> Self {
+        SpliceSettings {
+            after: Self::AFTER_DEFAULT,
+            pipes_max: Self::PIPES_MAX_DEFAULT,
+        }
+    }
+}
+
 /// Per-worker state: touched by one thread only.
 pub struct Worker {
     buffers: RefCell<Vec<IoBuf>>,
     buffer_size: usize,
     buffers_kept_max: usize,
     open: Cell<usize>,
+    /// Splice settings and the pipe pool, when splicing is on.
+    splice: Option<(u64, PipePool)>,
 }
 
 impl Worker {
     /// Buffers of `buffer_size` bytes; at most `buffers_kept_max` idle ones are kept.
+    /// Splicing is off.
     pub fn new(buffer_size: usize, buffers_kept_max: usize) -> Rc<Worker> {
+        Worker::with_splice(buffer_size, buffers_kept_max, None)
+    }
+
+    /// As [`Worker::new`], splicing with `splice` when given: pipes of `buffer_size`
+    /// bytes, never less than the kernel's default of 64 KiB (see
+    /// [`crate::io::splice::PIPE_SIZE_MIN`]), from a pool of at most `splice.pipes_max`.
+    pub fn with_splice(buffer_size: usize, buffers_kept_max: usize, splice: Option<SpliceSettings>) -> Rc<Worker> {
         Rc::new(Worker {
             buffers: RefCell::new(Vec::new()),
             buffer_size,
             buffers_kept_max,
             open: Cell::new(0),
+            splice: splice.map(|s| (s.after, PipePool::new(s.pipes_max, buffer_size))),
         })
+    }
+
+    /// The splice threshold and the pipe pool, when splicing is on.
+    pub fn splice(&self) -> Option<(u64, &PipePool)> {
+        self.splice.as_ref().map(|(after, pool)| (*after, pool))
     }
 
     /// A buffer from the pool, allocated only when the pool is empty.

@@ -15,6 +15,11 @@
 //!    both directions have ended, when nothing moved for the idle timeout, or when either
 //!    side fails; a backend failing mid-stream resets the client (RST, not a clean FIN),
 //!    so that the client cannot take a truncated stream for a complete one.
+//!    With splicing on ([`super::SpliceSettings`]), a direction that has moved the
+//!    threshold's bytes switches to splice(2): socket to a pipe from the worker's pool to
+//!    socket, without copying into user space. Counts, half-close, idle timeout and the
+//!    RST rules are the same; with no pipe free, or streams that cannot splice, the
+//!    direction goes on copying.
 //! 4. **Drain**: when a reload removes the backend (or sets its weight to 0), the pump
 //!    goes on with the real bytes until the drain deadline and then resets both sides
 //!    (see [`super::drain`]).
@@ -25,7 +30,9 @@
 
 use super::{ConnPermit, ListenerShared, Shutdown, Worker};
 use crate::balancer::PickKey;
-use crate::io::{self, race, Either, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Stream};
+use crate::io::{
+    self, race, Either, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Pipe, PipePool, Splice, Stream,
+};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -260,7 +267,8 @@ pub async fn proxy_connection<E: Env>(
             None => std::future::pending().await,
         }
     };
-    let (end, up, down) = pump(env, client, backend, up, down, settings.idle_timeout, drain).await;
+    let splice = worker.splice().map(|(after, pool)| SpliceCtx { after, pool });
+    let (end, up, down) = pump(env, client, backend, up, down, settings.idle_timeout, splice, drain).await;
     worker.give_buffer(up);
     worker.give_buffer(down);
     drop(lease);
@@ -306,16 +314,53 @@ enum PumpEnd {
     Drained,
 }
 
-/// Copies `src` to `dst` until EOF or an error, then passes the FIN on.
+/// Splicing for one connection: the threshold and the worker's pipe pool.
+#[derive(Clone, Copy)]
+struct SpliceCtx<'a> {
+    after: u64,
+    pool: &'a PipePool,
+}
+
+/// Copies `src` to `dst` until EOF or an error, then passes the FIN on. With `splice`,
+/// switches to splicing once `bytes` reaches its threshold, if the pair can splice and a
+/// pipe is free; the pipe lives in `pipe`, outside this future, so that bytes still in
+/// it are never mistaken for an empty pipe when the future is dropped.
+#[allow(clippy::too_many_arguments)]
 async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     env: &E,
     src: &mut R,
     dst: &mut W,
     slot: &mut Option<IoBuf>,
+    pipe: &mut Option<Pipe>,
+    mut splice: Option<SpliceCtx<'_>>,
     activity: &Cell<Instant>,
     bytes: &Cell<u64>,
 ) -> DirEnd {
     loop {
+        if let Some(ctx) = splice {
+            if bytes.get() >= ctx.after {
+                match src.splice_to(dst) {
+                    // This pair cannot splice: copy for the rest of the connection.
+                    None => splice = None,
+                    Some(sp) => {
+                        if pipe.is_none() {
+                            *pipe = ctx.pool.take();
+                        }
+                        // No pipe free: copy this round and try again on the next.
+                        if let Some(p) = pipe.as_mut() {
+                            match splice_dir(env, sp, p, activity, bytes).await {
+                                DirEnd::Eof => {}
+                                e => return e,
+                            }
+                            return match dst.shutdown().await {
+                                Ok(()) => DirEnd::Eof,
+                                Err(_) => DirEnd::WriteFailed,
+                            };
+                        }
+                    }
+                }
+            }
+        }
         let Some(buf) = slot.take() else {
             return DirEnd::ReadFailed;
         };
@@ -346,9 +391,39 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     }
 }
 
+/// Splices through `pipe` (empty on entry) until the source's EOF (returned as
+/// [`DirEnd::Eof`], with the pipe empty and the FIN not yet passed on) or an error.
+/// `bytes` counts what reached the destination.
+async fn splice_dir<E: Env>(
+    env: &E,
+    mut sp: Splice<'_>,
+    pipe: &mut Pipe,
+    activity: &Cell<Instant>,
+    bytes: &Cell<u64>,
+) -> DirEnd {
+    loop {
+        match sp.fill(pipe).await {
+            Ok(0) => return DirEnd::Eof,
+            Ok(_) => {}
+            Err(_) => return DirEnd::ReadFailed,
+        }
+        activity.set(env.now());
+        while pipe.pending() > 0 {
+            match sp.flush(pipe).await {
+                Ok(n) => {
+                    bytes.set(bytes.get() + n as u64);
+                    activity.set(env.now());
+                }
+                Err(_) => return DirEnd::WriteFailed,
+            }
+        }
+    }
+}
+
 /// Moves bytes both ways until both directions end, the connection idles out, a side
 /// fails, or `drain` completes (the backend's drain deadline). Returns the buffers for
-/// the pool.
+/// the pool; pipes go back to `splice`'s pool when empty and are closed otherwise.
+#[allow(clippy::too_many_arguments)]
 async fn pump<E: Env, S: Stream, B: Stream>(
     env: &E,
     client: S,
@@ -356,20 +431,41 @@ async fn pump<E: Env, S: Stream, B: Stream>(
     up: IoBuf,
     down: IoBuf,
     idle_timeout: Duration,
+    splice: Option<SpliceCtx<'_>>,
     drain: impl Future<Output = ()>,
 ) -> (PumpEnd, IoBuf, IoBuf) {
     let (mut cr, mut cw) = client.into_split();
     let (mut br, mut bw) = backend.into_split();
     let mut up_slot = Some(up);
     let mut down_slot = Some(down);
+    let mut up_pipe = None;
+    let mut down_pipe = None;
     // When a read or a write last completed, in either direction.
     let activity = Cell::new(env.now());
     let bytes_up = Cell::new(0u64);
     let bytes_down = Cell::new(0u64);
 
     let end = {
-        let upf = copy_dir(env, &mut cr, &mut bw, &mut up_slot, &activity, &bytes_up);
-        let downf = copy_dir(env, &mut br, &mut cw, &mut down_slot, &activity, &bytes_down);
+        let upf = copy_dir(
+            env,
+            &mut cr,
+            &mut bw,
+            &mut up_slot,
+            &mut up_pipe,
+            splice,
+            &activity,
+            &bytes_up,
+        );
+        let downf = copy_dir(
+            env,
+            &mut br,
+            &mut cw,
+            &mut down_slot,
+            &mut down_pipe,
+            splice,
+            &activity,
+            &bytes_down,
+        );
         let watchdog = async {
             loop {
                 let deadline = activity.get() + idle_timeout;
@@ -415,6 +511,13 @@ async fn pump<E: Env, S: Stream, B: Stream>(
             bw.abort();
         }
         _ => {}
+    }
+    if let Some(ctx) = splice {
+        // An empty pipe goes back for the next connection; one still holding bytes of
+        // this (cut) connection is closed.
+        for p in [up_pipe, down_pipe].into_iter().flatten() {
+            ctx.pool.give(p);
+        }
     }
     let up = up_slot.unwrap_or_default();
     let down = down_slot.unwrap_or_default();

@@ -7,7 +7,7 @@
 use gobalancer::config::Config;
 use gobalancer::io::tokio::{bind_std, spawn_worker};
 use gobalancer::io::{BindOptions, Env};
-use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, Worker};
+use gobalancer::proxy::{tcp, Shared, Shutdown, ShutdownTrigger, SpliceSettings, Worker};
 use gobalancer::reload::{self as hot, Live, ReloadError, ReloadReport};
 use gobalancer::testbackend::{self, Script, Stats};
 use socket2::{Domain, Socket, Type};
@@ -155,6 +155,9 @@ impl Proxy {
 pub enum IoKind {
     /// tokio: epoll on Linux.
     Epoll,
+    /// tokio with `--splice auto` and a threshold of 0: every direction splices from its
+    /// first byte (where the platform has splice; elsewhere the same as `Epoll`).
+    EpollSplice,
     /// io_uring (Linux).
     Uring,
 }
@@ -197,8 +200,15 @@ pub fn balancer_now() -> gobalancer::io::Instant {
 }
 
 /// The balancer's worker: serves `listener` until shutdown, then drains.
-async fn run_proxy<E: Env>(env: E, listener: E::Listener, live: Arc<Live>, buffer_size: usize, shutdown: Shutdown) {
-    let worker = Worker::new(buffer_size, 16);
+async fn run_proxy<E: Env>(
+    env: E,
+    listener: E::Listener,
+    live: Arc<Live>,
+    buffer_size: usize,
+    splice: Option<SpliceSettings>,
+    shutdown: Shutdown,
+) {
+    let worker = Worker::with_splice(buffer_size, 16, splice);
     // Health checks run on the same thread here; the binary gives them one of their own.
     env.spawn(hot::run_health(env.clone(), live.subscribe(), shutdown.clone()));
     let shared = live.current();
@@ -232,14 +242,18 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     let live2 = live.clone();
     let buffer_size = config.buffer_size;
     let thread = match io {
-        IoKind::Epoll => spawn_worker("test-proxy".into(), move |env| async move {
+        IoKind::Epoll | IoKind::EpollSplice => spawn_worker("test-proxy".into(), move |env| async move {
             let listener = env.listener_from_std(sock).expect("register proxy");
-            run_proxy(env, listener, live2, buffer_size, shutdown).await
+            let splice = (io == IoKind::EpollSplice).then_some(SpliceSettings {
+                after: 0,
+                ..SpliceSettings::default()
+            });
+            run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
         }),
         #[cfg(target_os = "linux")]
         IoKind::Uring => gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
             let listener = env.listener_from_std(sock).expect("register proxy");
-            run_proxy(env, listener, live2, buffer_size, shutdown).await
+            run_proxy(env, listener, live2, buffer_size, None, shutdown).await
         }),
         #[cfg(not(target_os = "linux"))]
         IoKind::Uring => panic!("io_uring exists on Linux only; check with uring_or_skip first"),
