@@ -1,0 +1,655 @@
+//! The oracle: after every run, checks the invariants of RELIABILITY.md section E and
+//! the scenario's own expectations, and says what it measured.
+//!
+//! What "a request" means here: one request of the workload, written by loadgen's
+//! client engine with a unique id (`X-Req-Id`, also in its path), carried by the L4
+//! proxy, recorded by the backend that received it and echoed in the reply.
+//!
+//! - **I1, exactly one outcome**: every request written ends exactly once (a reply, a
+//!   failure, a timeout, or the end of the run), unless its own client crashed or
+//!   restarted while it was in flight. A reply is the reply to *this* request (its
+//!   echoed id), from the backend that received it, with one status line and nothing
+//!   after it; no backend receives a request no client sent.
+//! - **I2, at most once**: no request is received more than once by the backends
+//!   (non-idempotent ones never; idempotent ones at most `1 + retries`, and the L4
+//!   proxy never retries a request it has written, so `retries` is 0).
+//! - **I3, drain**: needs configuration reload; no scenario can express it yet.
+//! - **I4, liveness**: idempotent requests sent after the last fault plus a grace
+//!   period succeed (at least `expect.liveness.min` of them, default all).
+//! - **I5, conservation**: between every two steps, no counter below zero, the
+//!   per-backend active counts add up to the total, and no more leases than open client
+//!   connections; at quiescence, no lease and no client connection is left, and no
+//!   client host holds a stream (the balancer only its health probes).
+//! - **I6, no panic**: a panic or a host error anywhere fails the seed.
+
+use crate::log::What;
+use crate::runner::RunOutput;
+use crate::scenario::{is_idempotent, Fault, Prepared};
+use gobalancer::balancer::WEIGHT_SCALE;
+use gobalancer_loadgen::client::TapOutcome;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Retries of a request the L4 proxy has written: none (it only moves on to another
+/// backend when the connect fails, before any byte of the request was sent).
+pub const L4_RETRIES: u32 = 0;
+/// Examples kept per kind of violation.
+const EXAMPLES_MAX: usize = 3;
+
+/// A broken invariant or expectation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// `I1` to `I6`, or `expect`.
+    pub rule: &'static str,
+    /// What went wrong, with an example or a count.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.message)
+    }
+}
+
+/// A backend's death (crash, or cut off from the balancer) and when its last pick came.
+#[derive(Clone, Debug)]
+pub struct Detection {
+    /// Backend name.
+    pub backend: String,
+    /// When it died.
+    pub died: Duration,
+    /// Why.
+    pub cause: String,
+    /// Last pick after the death (before it came back), if any.
+    pub last_pick: Option<Duration>,
+    /// Picks after the death.
+    pub picks: u64,
+    /// Time from the death to the last pick (zero without one).
+    pub took: Duration,
+}
+
+/// A backend's recovery and when it was back at full weight.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// Backend name.
+    pub backend: String,
+    /// When it came back.
+    pub back: Duration,
+    /// Why.
+    pub cause: String,
+    /// Time to full weight, if reached before it died again or the run ended.
+    pub took: Option<Duration>,
+    /// How long there was to reach it.
+    pub window: Duration,
+}
+
+/// Everything the oracle found for one seed.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Digest of the trace and its length.
+    pub digest: (u64, u64),
+    /// Requests written.
+    pub sent: u64,
+    /// Complete replies, by status.
+    pub replies: BTreeMap<u16, u64>,
+    /// Other outcomes, by kind.
+    pub failures: BTreeMap<String, u64>,
+    /// In flight when the run ended.
+    pub run_over: u64,
+    /// Lost with their client (crash or restart).
+    pub client_lost: u64,
+    /// Requests received per backend (by scenario order), and in all.
+    pub received: Vec<(String, u64)>,
+    /// Deaths and last picks.
+    pub detections: Vec<Detection>,
+    /// Recoveries and full weight.
+    pub recoveries: Vec<Recovery>,
+    /// Liveness window start, requests in it, and their success rate.
+    pub liveness: Option<(Duration, u64, f64)>,
+    /// Stream counts at quiescence.
+    pub streams: Vec<(String, usize)>,
+    /// Connects that yielded no stream, per host.
+    pub failed_connects: BTreeMap<String, u64>,
+    /// Most active leases at once.
+    pub total_active_max: u64,
+    /// Counters at the end: total active, open client connections.
+    pub at_end: Option<(u64, usize)>,
+    /// Broken rules.
+    pub violations: Vec<Violation>,
+    /// Simulated time the run took.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Requests that got a complete reply.
+    pub fn replied(&self) -> u64 {
+        self.replies.values().sum()
+    }
+}
+
+/// Collects violations of one kind: a count and the first few examples.
+struct Tally {
+    rule: &'static str,
+    what: &'static str,
+    count: u64,
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn new(rule: &'static str, what: &'static str) -> Tally {
+        Tally {
+            rule,
+            what,
+            count: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, example: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.examples.len() < EXAMPLES_MAX {
+            self.examples.push(example());
+        }
+    }
+
+    fn finish(self, out: &mut Vec<Violation>) {
+        if self.count > 0 {
+            out.push(Violation {
+                rule: self.rule,
+                message: format!("{} ({}), e.g. {}", self.what, self.count, self.examples.join("; ")),
+            });
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+/// Whether a backend is dead, and why, as the timeline goes.
+#[derive(Clone, Debug, Default)]
+struct Alive {
+    crashed: bool,
+    cut: bool,
+    held: bool,
+    refusing: bool,
+}
+
+impl Alive {
+    fn dead(&self) -> bool {
+        self.crashed || self.cut || self.held || self.refusing
+    }
+}
+
+/// Checks one run.
+pub fn check(p: &Prepared, out: &RunOutput) -> Report {
+    let s = &p.scenario;
+    let log = &out.log;
+    let end = s.duration.0;
+    let mut r = Report {
+        seed: out.seed,
+        digest: log.digest(),
+        elapsed: out.elapsed,
+        total_active_max: out.counters.total_active_max,
+        ..Report::default()
+    };
+    let mut v = Vec::new();
+    let backend_names: Vec<&str> = s.backends.iter().map(|b| b.name.as_str()).collect();
+
+    // Client crashes and restarts: a request in flight then has no outcome (I1 (c)).
+    let mut client_kills: Vec<Vec<Duration>> = vec![Vec::new(); s.clients.len()];
+    for f in &out.faults {
+        if let Fault::Crash(h) | Fault::Bounce(h) = &f.fault {
+            if let Some(i) = s.clients.iter().position(|c| c == h) {
+                client_kills[i].push(f.at.0);
+            }
+        }
+    }
+
+    // I1 and I2, request by request.
+    let mut never = Tally::new("I1", "requests that never ended");
+    let mut twice = Tally::new("I1", "requests that ended more than once");
+    let mut stale = Tally::new("I1", "replies that belong to another request or to nobody");
+    let mut extra = Tally::new("I1", "replies with a second status line or bytes after them");
+    let mut phantom = Tally::new("I1", "replies to requests no backend received");
+    let mut wrong_backend = Tally::new(
+        "I1",
+        "replies from a backend other than the one that received the request",
+    );
+    let mut unsafe_twice = Tally::new("I2", "non-idempotent requests received more than once");
+    let mut safe_many = Tally::new("I2", "idempotent requests received more than 1 + retries times");
+    r.sent = log.requests.len() as u64;
+    for (id, q) in log.requests.iter().enumerate() {
+        let method = s
+            .workload
+            .mix
+            .get(usize::from(q.mix))
+            .map_or("?", |m| m.method.as_str());
+        match q.outcomes {
+            0 => {
+                // A request waits for its reply at most the workload's timeout: a
+                // crash later than that did not cut it.
+                let killed = client_kills
+                    .get(usize::from(q.client))
+                    .is_some_and(|k| k.iter().any(|t| *t >= q.sent && *t <= q.sent + s.workload.timeout.0));
+                if killed {
+                    r.client_lost += 1;
+                } else if out.failures.is_empty() {
+                    never.add(|| format!("{method} {id} sent at {}", secs(q.sent)));
+                }
+            }
+            1 => {}
+            n => twice.add(|| format!("{method} {id}: {n} outcomes")),
+        }
+        match q.outcome.map(|(_, o)| o) {
+            Some(TapOutcome::Reply { status, extra_bytes }) => {
+                *r.replies.entry(status).or_default() += 1;
+                match &q.reply {
+                    Some(meta) if meta.id == Some(id as u64) => {
+                        if meta.heads > 1 || extra_bytes > 0 {
+                            extra.add(|| format!("{id}: {} status lines, {extra_bytes} bytes after", meta.heads));
+                        }
+                        match q.seen_by {
+                            None => phantom.add(|| format!("{id} answered by {:?}", meta.backend)),
+                            Some((b, _)) => {
+                                let got = meta.backend.as_deref().unwrap_or("");
+                                let want = backend_names.get(usize::from(b)).copied().unwrap_or("");
+                                if got != want {
+                                    wrong_backend.add(|| format!("{id} received by {want}, answered by {got}"));
+                                }
+                            }
+                        }
+                    }
+                    Some(meta) => stale.add(|| format!("{id} got the reply to {:?} from {:?}", meta.id, meta.backend)),
+                    None => stale.add(|| format!("{id}: the reply has no readable head")),
+                }
+            }
+            Some(TapOutcome::RunOver) => r.run_over += 1,
+            Some(o) => *r.failures.entry(crate::log::outcome_tag(&o)).or_default() += 1,
+            None => {}
+        }
+        if q.seen > 1 {
+            if is_idempotent(method) {
+                if q.seen > 1 + L4_RETRIES {
+                    safe_many.add(|| format!("{method} {id} received {} times", q.seen));
+                }
+            } else {
+                unsafe_twice.add(|| format!("{method} {id} received {} times", q.seen));
+            }
+        }
+    }
+    let mut strangers = Tally::new("I1", "requests received that no client sent");
+    for (b, at, what) in &log.strangers {
+        strangers.add(|| {
+            format!(
+                "{} at {}: {what}",
+                backend_names.get(usize::from(*b)).copied().unwrap_or("?"),
+                secs(*at)
+            )
+        });
+    }
+    for t in [
+        never,
+        twice,
+        stale,
+        extra,
+        phantom,
+        wrong_backend,
+        strangers,
+        unsafe_twice,
+        safe_many,
+    ] {
+        t.finish(&mut v);
+    }
+
+    // Receptions per backend, picks and weights from the trace.
+    let nb = s.backends.len();
+    let mut received = vec![0u64; nb];
+    let mut picks: Vec<Vec<Duration>> = vec![Vec::new(); nb];
+    let mut weights: Vec<Vec<(Duration, u32)>> = vec![Vec::new(); nb];
+    for e in &log.events {
+        match e.what {
+            What::Seen { backend, .. } => {
+                if let Some(c) = received.get_mut(usize::from(backend)) {
+                    *c += 1;
+                }
+            }
+            What::Pick { backend } => {
+                if let Some(c) = picks.get_mut(usize::from(backend)) {
+                    c.push(e.at);
+                }
+            }
+            What::Weight { backend, weight } => {
+                if let Some(c) = weights.get_mut(usize::from(backend)) {
+                    c.push((e.at, weight));
+                }
+            }
+            _ => {}
+        }
+    }
+    r.received = backend_names.iter().map(|n| n.to_string()).zip(received).collect();
+
+    // Deaths and recoveries, from the timeline.
+    let lb = s.balancer.name.as_str();
+    let mut alive: Vec<Alive> = s
+        .backends
+        .iter()
+        .map(|b| Alive {
+            refusing: b.refusing,
+            ..Alive::default()
+        })
+        .collect();
+    // (backend, time, dead after?, cause)
+    let mut transitions: Vec<(usize, Duration, bool, String)> = Vec::new();
+    for (i, b) in s.backends.iter().enumerate() {
+        if b.refusing {
+            transitions.push((i, Duration::ZERO, true, "refusing".into()));
+        }
+    }
+    for f in &out.faults {
+        let link = |a: &str, b: &str| -> Option<usize> {
+            let other = if a == lb {
+                b
+            } else if b == lb {
+                a
+            } else {
+                return None;
+            };
+            backend_names.iter().position(|n| *n == other)
+        };
+        let (k, change): (Option<usize>, fn(&mut Alive)) = match &f.fault {
+            Fault::Crash(h) => (backend_names.iter().position(|n| n == h), |a| a.crashed = true),
+            Fault::Bounce(h) => (backend_names.iter().position(|n| n == h), |a| a.crashed = false),
+            Fault::Partition(a, b) | Fault::PartitionOneway(a, b) => (link(a, b), |a| a.cut = true),
+            Fault::Repair(a, b) | Fault::RepairOneway(a, b) => (link(a, b), |a| a.cut = false),
+            Fault::Hold(a, b) => (link(a, b), |a| a.held = true),
+            Fault::Release(a, b) => (link(a, b), |a| a.held = false),
+            _ => (None, |_| {}),
+        };
+        if let Some(k) = k {
+            let before = alive[k].dead();
+            change(&mut alive[k]);
+            let after = alive[k].dead();
+            if before != after {
+                transitions.push((k, f.at.0, after, f.fault.label()));
+            }
+        }
+    }
+    for (n, &(k, at, dead, ref cause)) in transitions.iter().enumerate() {
+        let until = transitions[n + 1..]
+            .iter()
+            .find(|t| t.0 == k)
+            .map_or(end, |t| t.1)
+            .min(end);
+        let name = backend_names[k].to_string();
+        if dead {
+            let after: Vec<Duration> = picks[k].iter().copied().filter(|t| *t > at && *t <= until).collect();
+            let last = after.last().copied();
+            r.detections.push(Detection {
+                backend: name,
+                died: at,
+                cause: cause.clone(),
+                last_pick: last,
+                picks: after.len() as u64,
+                took: last.map_or(Duration::ZERO, |l| l - at),
+            });
+        } else {
+            // Effective weights are published in units of 1/WEIGHT_SCALE.
+            let full = p.pool_index[k].map_or(0, |i| p.config.pools[p.pool].backends[i].weight) * WEIGHT_SCALE;
+            let before = weights[k].iter().rev().find(|(t, _)| *t <= at).map(|(_, w)| *w);
+            let took = if before == Some(full) {
+                Some(Duration::ZERO)
+            } else {
+                weights[k]
+                    .iter()
+                    .find(|(t, w)| *t > at && *t <= until && *w == full)
+                    .map(|(t, _)| *t - at)
+            };
+            r.recoveries.push(Recovery {
+                backend: name,
+                back: at,
+                cause: cause.clone(),
+                took,
+                window: until.saturating_sub(at),
+            });
+        }
+    }
+    for b in &s.expect.detection {
+        for d in r.detections.iter().filter(|d| d.backend == b.backend) {
+            if d.took > b.max.0 || d.took < b.min.0 {
+                v.push(Violation {
+                    rule: "expect",
+                    message: format!(
+                        "detection of {} ({} at {}): last pick {} later, expected {} to {}",
+                        d.backend,
+                        d.cause,
+                        secs(d.died),
+                        secs(d.took),
+                        b.min,
+                        b.max
+                    ),
+                });
+            }
+        }
+        if !r.detections.iter().any(|d| d.backend == b.backend) {
+            v.push(Violation {
+                rule: "expect",
+                message: format!("detection of {}: it never died in this run", b.backend),
+            });
+        }
+    }
+    for b in &s.expect.recovery {
+        for rc in r.recoveries.iter().filter(|x| x.backend == b.backend) {
+            match rc.took {
+                Some(t) if t > b.max.0 || t < b.min.0 => v.push(Violation {
+                    rule: "expect",
+                    message: format!(
+                        "recovery of {} ({} at {}): full weight after {}, expected {} to {}",
+                        rc.backend,
+                        rc.cause,
+                        secs(rc.back),
+                        secs(t),
+                        b.min,
+                        b.max
+                    ),
+                }),
+                None if rc.window >= b.max.0 => v.push(Violation {
+                    rule: "expect",
+                    message: format!(
+                        "recovery of {} ({} at {}): not at full weight within {}",
+                        rc.backend,
+                        rc.cause,
+                        secs(rc.back),
+                        b.max
+                    ),
+                }),
+                _ => {}
+            }
+        }
+        if !r.recoveries.iter().any(|x| x.backend == b.backend) {
+            v.push(Violation {
+                rule: "expect",
+                message: format!("recovery of {}: it never came back in this run", b.backend),
+            });
+        }
+    }
+
+    // Shares, by arrival at the backends.
+    for b in &s.expect.share {
+        let to = b.to.map_or(end, |t| t.0);
+        let mut per = vec![0u64; nb];
+        for q in &log.requests {
+            if let Some((k, at)) = q.seen_by {
+                if at >= b.from.0 && at < to {
+                    if let Some(c) = per.get_mut(usize::from(k)) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        let total: u64 = per.iter().sum();
+        let k = backend_names.iter().position(|n| *n == b.backend).unwrap_or(0);
+        let share = per[k] as f64 / total.max(1) as f64;
+        if total == 0 || share < b.min || share > b.max {
+            v.push(Violation {
+                rule: "expect",
+                message: format!(
+                    "share of {} in [{}, {}): {:.4} of {total}, expected {} to {}",
+                    b.backend,
+                    b.from,
+                    crate::scenario::Dur(to),
+                    share,
+                    b.min,
+                    b.max
+                ),
+            });
+        }
+    }
+
+    // Success rates. A request counts when it ended within the run and not with its
+    // client.
+    let rate = |from: Duration, to: Duration, idempotent_only: bool| -> (u64, u64, Vec<String>) {
+        let (mut n, mut ok, mut bad) = (0u64, 0u64, Vec::new());
+        for (id, q) in log.requests.iter().enumerate() {
+            let method = s
+                .workload
+                .mix
+                .get(usize::from(q.mix))
+                .map_or("?", |m| m.method.as_str());
+            if q.sent < from || q.sent >= to || (idempotent_only && !is_idempotent(method)) {
+                continue;
+            }
+            match q.outcome {
+                Some((_, TapOutcome::RunOver)) | None => {}
+                Some((_, TapOutcome::Reply { .. })) => {
+                    n += 1;
+                    ok += 1;
+                }
+                Some((at, o)) => {
+                    n += 1;
+                    if bad.len() < EXAMPLES_MAX {
+                        bad.push(format!(
+                            "{method} {id} sent at {}: {} at {}",
+                            secs(q.sent),
+                            crate::log::outcome_tag(&o),
+                            secs(at)
+                        ));
+                    }
+                }
+            }
+        }
+        (n, ok, bad)
+    };
+    for b in &s.expect.success_rate {
+        let to = b.to.map_or(end, |t| t.0);
+        let (n, ok, bad) = rate(b.from.0, to, false);
+        let got = ok as f64 / n.max(1) as f64;
+        if n == 0 || got < b.min {
+            v.push(Violation {
+                rule: "expect",
+                message: format!(
+                    "success rate in [{}, {}): {got:.4} of {n}, expected at least {}; e.g. {}",
+                    b.from,
+                    crate::scenario::Dur(to),
+                    b.min,
+                    bad.join("; ")
+                ),
+            });
+        }
+    }
+    if s.expect.liveness.enabled {
+        let last = out.faults.iter().map(|f| f.at.0).max().unwrap_or(Duration::ZERO);
+        let from = last + p.grace;
+        let (n, ok, bad) = rate(from, end, true);
+        if n > 0 {
+            let got = ok as f64 / n as f64;
+            r.liveness = Some((from, n, got));
+            if got < s.expect.liveness.min {
+                v.push(Violation {
+                    rule: "I4",
+                    message: format!(
+                        "after the last fault ({}) and a grace of {}: {got:.4} of {n} idempotent requests succeeded, expected at least {}; e.g. {}",
+                        secs(last),
+                        secs(p.grace),
+                        s.expect.liveness.min,
+                        bad.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+    if r.replied() < s.expect.min_replies {
+        v.push(Violation {
+            rule: "expect",
+            message: format!(
+                "{} complete replies, expected at least {}",
+                r.replied(),
+                s.expect.min_replies
+            ),
+        });
+    }
+
+    // I5.
+    for (at, what) in &out.counters.problems {
+        v.push(Violation {
+            rule: "I5",
+            message: format!("at {}: {what}", secs(*at)),
+        });
+    }
+    if let Some((total, open, per)) = &out.counters.at_end {
+        r.at_end = Some((*total, *open));
+        if out.failures.is_empty() && (*total != 0 || *open != 0) {
+            v.push(Violation {
+                rule: "I5",
+                message: format!(
+                    "at quiescence: {total} active leases (per backend {per:?}) and {open} open client connections"
+                ),
+            });
+        }
+    }
+    match out.quiet() {
+        Some(q) => {
+            r.streams = q.streams.clone();
+            r.failed_connects = log.failed_connects.clone();
+            let checked = p.config.pools[p.pool]
+                .backends
+                .iter()
+                .filter(|b| b.check.is_some())
+                .count();
+            for (h, n) in &q.streams {
+                // The balancer may be probing each checked backend; and every host keeps
+                // the sockets of its failed connects (a turmoil artifact).
+                let probes = if h == lb { checked } else { 0 };
+                let failed = log.failed_connects.get(h).copied().unwrap_or(0);
+                let allowed = probes as u64 + failed;
+                if *n as u64 > allowed {
+                    v.push(Violation {
+                        rule: "I5",
+                        message: format!(
+                            "at quiescence ({}): {n} established streams on {h}, expected at most {allowed} ({probes} probes, {failed} failed connects)",
+                            secs(q.at)
+                        ),
+                    });
+                }
+            }
+        }
+        None if out.failures.is_empty() => v.push(Violation {
+            rule: "I5",
+            message: "the run never reached quiescence".into(),
+        }),
+        None => {}
+    }
+
+    // I6.
+    for f in &out.failures {
+        v.push(Violation {
+            rule: "I6",
+            message: f.clone(),
+        });
+    }
+    r.violations = v;
+    r
+}
