@@ -283,3 +283,34 @@ fn refused_connects_eject_a_backend_passively_before_any_probe() {
     assert!(snap[1].ejected && snap[1].weight == 0, "{snap:?}");
     p.assert_counters_return_to_zero();
 }
+
+/// Regression (review): a backend that answers 200 but never finishes its body (or keeps
+/// the connection open) is healthy: the status decides, not the body's end.
+#[test]
+fn http_probe_is_decided_by_the_status_not_the_body() {
+    use gobalancer::config::{CheckConfig, CheckKind};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut head = [0u8; 512];
+        let _ = s.read(&mut head);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
+        std::thread::sleep(Duration::from_millis(600));
+    });
+    let check = CheckConfig {
+        kind: CheckKind::http("/health"),
+        timeout: Duration::from_millis(200),
+        ..CheckConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = rt.block_on(async {
+        let env = gobalancer::io::tokio::TokioEnv::new();
+        gobalancer::health::probe(&env, addr, &check).await
+    });
+    server.join().expect("server");
+    assert_eq!(result, Ok("HTTP 200".to_string()));
+}

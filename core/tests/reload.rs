@@ -361,3 +361,36 @@ fn a_backend_added_by_a_reload_ramps_through_slow_start() {
     });
     p.assert_counters_return_to_zero();
 }
+
+/// Regression (review): a backend kept by one reload and removed by a later one must
+/// drain the connections of every generation that uses it, not only those opened in the
+/// generation just before the removal.
+#[test]
+fn a_drain_reaches_connections_from_older_generations() {
+    let b = start_backends(vec![Script::new("e", Reply::Echo), Script::new("n", Reply::Name)]);
+    let (echo, name) = (b.addrs[0], b.addrs[1]);
+    let drain = format!("timeouts: (drain: \"{}ms\"),", DRAIN.as_millis());
+    let p = start_proxy(&config("weighted", &[(echo, 1)], &drain));
+    let mut long = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
+    ping(&mut long).expect("echo in generation 1");
+    // Generation 2 keeps the echo backend (the pool changes: a backend joins)...
+    p.reload(&config("weighted", &[(echo, 1), (name, 1)], &drain))
+        .expect("reload 2");
+    ping(&mut long).expect("still flowing in generation 2");
+    // ...generation 3 removes it: the connection from generation 1 is cut at the deadline.
+    let removed = Instant::now();
+    p.reload(&config("weighted", &[(name, 1)], &drain)).expect("reload 3");
+    long.set_read_timeout(Some(CLIENT_WAIT)).expect("timeout");
+    let mut buf = [0u8; 16];
+    let end = loop {
+        match long.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => continue,
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert_eq!(end, Err(ErrorKind::ConnectionReset), "cut with a reset");
+    let at = removed.elapsed();
+    assert!(at >= DRAIN && at < DRAIN + CLIENT_WAIT, "cut after {at:?}");
+    p.assert_counters_return_to_zero();
+}

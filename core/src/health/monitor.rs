@@ -310,7 +310,6 @@ impl PoolMonitor {
             }
             return;
         }
-        failing.store(true, Ordering::Release);
         let mut inner = self.lock();
         // Retired while this report waited for the lock: the state was copied already.
         if self.is_retired() {
@@ -318,6 +317,10 @@ impl PoolMonitor {
             self.forward(idx, ok, why, now);
             return;
         }
+        // Set under the lock, with the failure counted below: a success that clears the
+        // flag then always finds the failure to clear (set before the lock, a concurrent
+        // success could clear it first and leave this failure counted for ever).
+        failing.store(true, Ordering::Release);
         let eligible = self.base.iter().filter(|w| **w > 0).count();
         let ejected = inner.backends.iter().filter(|b| b.passive.is_ejected(now)).count();
         let budget = usize::from(self.settings.passive.max_ejected_percent) * eligible;

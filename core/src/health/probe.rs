@@ -7,6 +7,7 @@
 
 use crate::config::{CheckConfig, CheckKind};
 use crate::io::{self, Env, IoBuf, OwnedRead, OwnedWrite, Stream};
+use std::cell::Cell;
 use std::net::SocketAddr;
 
 /// Largest response head a probe reads.
@@ -20,6 +21,10 @@ pub type ProbeResult = Result<String, String>;
 /// Runs one probe of `addr`, bounded by the check's timeout.
 pub async fn probe<E: Env>(env: &E, addr: SocketAddr, check: &CheckConfig) -> ProbeResult {
     let deadline = env.now() + check.timeout;
+    // Set once the response head is in: the status decides, and a body that trickles
+    // past the timeout (a keep-alive server ignoring `Connection: close`, a streaming
+    // health endpoint) must not turn a good answer into a timeout.
+    let verdict: Cell<Option<ProbeResult>> = Cell::new(None);
     let work = async {
         let stream = env.connect(addr).await.map_err(|e| format!("connect failed: {e}"))?;
         match &check.kind {
@@ -37,13 +42,15 @@ pub async fn probe<E: Env>(env: &E, addr: SocketAddr, check: &CheckConfig) -> Pr
                 body_bytes_max,
             } => {
                 let host = host.clone().unwrap_or_else(|| addr.to_string());
-                http_probe(stream, method, path, &host, expect, *body_bytes_max).await
+                http_probe(stream, method, path, &host, expect, *body_bytes_max, &verdict).await
             }
         }
     };
     match io::timeout_at(env, deadline, work).await {
         Some(r) => r,
-        None => Err(format!("timed out after {:?}", check.timeout)),
+        None => verdict
+            .take()
+            .unwrap_or_else(|| Err(format!("timed out after {:?}", check.timeout))),
     }
 }
 
@@ -54,6 +61,7 @@ async fn http_probe<S: Stream>(
     host: &str,
     expect: &[(u16, u16)],
     body_bytes_max: usize,
+    verdict: &Cell<Option<ProbeResult>>,
 ) -> ProbeResult {
     let (mut r, mut w) = stream.into_split();
     let request = format!(
@@ -62,11 +70,11 @@ async fn http_probe<S: Stream>(
     let (res, _) = w.write_all(IoBuf::from_vec(request.into_bytes())).await;
     res.map_err(|e| format!("request write failed: {e}"))?;
     let mut buf = IoBuf::with_capacity(HEAD_BYTES_MAX);
-    let (status, head_len) = loop {
+    let (status, head_len, length) = loop {
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(buf.bytes()) {
-            Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n),
+            Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n, content_length(resp.headers)),
             Ok(httparse::Status::Partial) => {}
             Err(e) => return Err(format!("malformed response: {e}")),
         }
@@ -81,11 +89,19 @@ async fn http_probe<S: Stream>(
             Err(e) => return Err(format!("read failed: {e}")),
         }
     };
-    // Read (and drop) at most `body_bytes_max` of body: the status decides; the body is
-    // only drained so that the backend sees a well-behaved client.
+    let result = if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
+        Ok(format!("HTTP {status}"))
+    } else {
+        Err(format!("HTTP {status} is not an expected status"))
+    };
+    verdict.set(Some(result.clone()));
+    // Read (and drop) the body, at most `body_bytes_max` of it and never past its
+    // Content-Length: the status decides; the body is only drained so that the backend
+    // sees a well-behaved client.
+    let limit = length.map_or(body_bytes_max, |l| l.min(body_bytes_max));
     let mut body = buf.len().saturating_sub(head_len);
     buf.clear();
-    while body < body_bytes_max {
+    while body < limit {
         let (res, b) = r.read(buf).await;
         buf = b;
         match res {
@@ -94,9 +110,18 @@ async fn http_probe<S: Stream>(
         }
         buf.clear();
     }
-    if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
-        Ok(format!("HTTP {status}"))
-    } else {
-        Err(format!("HTTP {status} is not an expected status"))
+    result
+}
+
+/// The Content-Length of a response head, when it has one valid value.
+fn content_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let mut found = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+        let v: usize = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+        if found.is_some_and(|f| f != v) {
+            return None;
+        }
+        found = Some(v);
     }
+    found
 }

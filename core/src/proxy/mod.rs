@@ -93,6 +93,7 @@ impl Pool {
         };
         let balancer = Balancer::with_counters(config.algorithm, &weights, counters);
         let health = PoolMonitor::new_carrying(config, balancer.clone(), old.map(|o| &o.health), now);
+        let mut drains = kept_drains(old, config);
         Arc::new(Pool {
             name: config.name.clone(),
             targets: config
@@ -101,7 +102,7 @@ impl Pool {
                 .map(|b| Target {
                     name: b.name.clone(),
                     addr: b.address,
-                    drain: Arc::default(),
+                    drain: drains.remove(&b.address).unwrap_or_default(),
                 })
                 .collect(),
             balancer,
@@ -131,6 +132,23 @@ impl Pool {
             .map(|(i, _)| i)
             .collect()
     }
+}
+
+/// The drain signals of `old`'s backends that stay in `next` without being drained by
+/// it, by address. Shared with the next generation, so that a later reload that drains
+/// such a backend reaches the connections of every generation that still uses it, not
+/// only those of the generation just before that reload.
+fn kept_drains(old: Option<&Pool>, next: &PoolConfig) -> BTreeMap<SocketAddr, Arc<DrainSignal>> {
+    let Some(old) = old else {
+        return BTreeMap::new();
+    };
+    let drained = old.drained_by(next);
+    old.targets
+        .iter()
+        .enumerate()
+        .filter(|(j, t)| !drained.contains(j) && t.drain.deadline().is_none())
+        .map(|(_, t)| (t.addr, t.drain.clone()))
+        .collect()
 }
 
 /// Settings of one listener's forwarding.
