@@ -314,3 +314,44 @@ fn http_probe_is_decided_by_the_status_not_the_body() {
     server.join().expect("server");
     assert_eq!(result, Ok("HTTP 200".to_string()));
 }
+
+/// Regression (review): a backend that answers in full and closes, while its client keeps
+/// sending, did not fail: the exchange must not count against it (nor reset the client).
+#[test]
+fn a_backend_closing_after_its_reply_is_not_a_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).expect("request");
+        s.write_all(b"reply").expect("reply");
+        // Closes with the client still sending.
+    });
+    let config = format!(
+        "(listeners: [(bind: \"127.0.0.1:1\", pool: \"p\")],
+          pools: [(name: \"p\", passive: (consecutive_failures: 1, max_ejected_percent: 100),
+                   backends: [(address: \"{addr}\")])])"
+    );
+    let p = start_proxy(&config);
+    let mut c = TcpStream::connect(p.addr).expect("connect");
+    c.set_read_timeout(Some(CLIENT_WAIT)).expect("timeout");
+    c.write_all(b"hello").expect("request");
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("the reply, then a clean end");
+    assert_eq!(got, b"reply");
+    server.join().expect("server");
+    // The client goes on writing into the closed exchange.
+    for _ in 0..5 {
+        let _ = c.write_all(b"more");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+    p.assert_counters_return_to_zero();
+    let stats = &p.shared.pools[0].health.stats;
+    assert_eq!(
+        stats.ejections_total.load(Ordering::Relaxed),
+        0,
+        "the backend did not fail"
+    );
+}

@@ -342,3 +342,23 @@ fn connection_limit_holds_new_connections_in_the_backlog(io: IoKind) {
     drop((second, third));
     p.assert_counters_return_to_zero();
 }
+
+/// Regression (review): connections still open when the shutdown drain deadline passes
+/// are reset, not closed with a FIN that would look like a complete stream.
+#[test]
+fn shutdown_resets_connections_left_at_the_drain_deadline() {
+    let b = name_backends(&["a"]);
+    let p = start_proxy(&config(
+        "round-robin",
+        &weighted(&b, &[1]),
+        "timeouts: (drain: \"200ms\"),",
+    ));
+    let (mut held, name) = hold(p.addr);
+    assert_eq!(name, "a");
+    // Stops accepting, waits out the drain timeout, cuts what is left, and joins.
+    drop(p);
+    held.set_read_timeout(Some(CLIENT_WAIT)).expect("timeout");
+    let mut buf = [0u8; 8];
+    let err = held.read(&mut buf).expect_err("reset, not a clean end");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+}

@@ -487,6 +487,8 @@ pub struct Worker {
     open: Cell<usize>,
     /// Splice settings and the pipe pool, when splicing is on.
     splice: Option<(u64, PipePool)>,
+    /// Fired when the shutdown drain deadline passes: every open connection is reset.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Worker {
@@ -506,7 +508,24 @@ impl Worker {
             buffers_kept_max,
             open: Cell::new(0),
             splice: splice.map(|s| (s.after, PipePool::new(s.pipes_max, buffer_size))),
+            cut: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Resets every connection still open on this worker (the shutdown drain deadline
+    /// passed): like a reload's drain cut, both sides get an RST, so that neither takes
+    /// the cut stream for a complete one.
+    pub fn cut_open_connections(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Completes when [`Worker::cut_open_connections`] is called.
+    pub fn cut_signal(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.cut.subscribe();
+        async move {
+            // An error means the worker is gone, and the connection with it.
+            let _ = rx.wait_for(|cut| *cut).await;
+        }
     }
 
     /// The splice threshold and the pipe pool, when splicing is on.

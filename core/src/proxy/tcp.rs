@@ -50,6 +50,8 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest pause after failed accepts: short enough to resume quickly, long enough not to
 /// spin on a full file table.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// After the shutdown drain deadline, how long cut connections get to send their RSTs.
+const CUT_GRACE: Duration = Duration::from_millis(100);
 /// At most one warning per this interval from one accept loop.
 const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -180,7 +182,17 @@ pub async fn drain<E: Env>(env: &E, worker: &Worker, deadline: Instant) -> usize
     while worker.open_connections() > 0 && env.now() < deadline {
         env.sleep(Duration::from_millis(10)).await;
     }
-    worker.open_connections()
+    let cut = worker.open_connections();
+    if cut > 0 {
+        // Reset them rather than letting the runtime's end close them with a FIN that
+        // would look like a complete stream; give the tasks a moment to do it.
+        worker.cut_open_connections();
+        let grace = env.now() + CUT_GRACE;
+        while worker.open_connections() > 0 && env.now() < grace {
+            env.sleep(Duration::from_millis(5)).await;
+        }
+    }
+    cut
 }
 
 fn should_warn<E: Env>(env: &E, last: &mut Option<Instant>) -> bool {
@@ -261,11 +273,16 @@ pub async fn proxy_connection<E: Env>(
     let idx = lease.index();
     let up = worker.take_buffer();
     let down = worker.take_buffer();
-    let drain = async {
+    let backend_drain = async {
         match pool.targets.get(idx) {
             Some(t) => t.drain.cut_at_deadline(env, &pool.name, &t.name).await,
             None => std::future::pending().await,
         }
+    };
+    // A reload's drain deadline for this backend, or the shutdown's for the worker.
+    let shutdown_cut = worker.cut_signal();
+    let drain = async {
+        race(backend_drain, shutdown_cut).await;
     };
     let splice = worker.splice().map(|(after, pool)| SpliceCtx { after, pool });
     let (end, up, down) = pump(env, client, backend, up, down, settings.idle_timeout, splice, drain).await;
@@ -488,8 +505,15 @@ async fn pump<E: Env, S: Stream, B: Stream>(
         Driven::Drained => PumpEnd::Drained,
         // Client -> backend failed: a client read error is the client's failure; a
         // backend write error is the backend's.
-        Driven::Up(DirEnd::ReadFailed) => PumpEnd::ClientFailed,
-        Driven::Up(_) => PumpEnd::BackendFailed,
+        Driven::Up(DirEnd::ReadFailed, _) => PumpEnd::ClientFailed,
+        // The backend answered in full and closed; the client kept sending and the write
+        // failed: the backend ended the exchange, it did not fail. No RST to a client
+        // that has its complete reply, and nothing counted against the backend.
+        Driven::Up(DirEnd::WriteFailed, true) => PumpEnd::Done {
+            bytes_up: bytes_up.get(),
+            bytes_down: bytes_down.get(),
+        },
+        Driven::Up(_, _) => PumpEnd::BackendFailed,
         Driven::Down(DirEnd::ReadFailed) => PumpEnd::BackendFailed,
         Driven::Down(_) => PumpEnd::ClientFailed,
     };
@@ -528,7 +552,9 @@ enum Driven {
     BothEof,
     Idle,
     Drained,
-    Up(DirEnd),
+    /// Client -> backend failed; `true` when the backend had already finished its side
+    /// with a clean FIN.
+    Up(DirEnd, bool),
     Down(DirEnd),
 }
 
@@ -552,7 +578,7 @@ async fn drive(
             if let Poll::Ready(end) = up.as_mut().poll(cx) {
                 match end {
                     DirEnd::Eof => up_done = true,
-                    e => return Poll::Ready(Driven::Up(e)),
+                    e => return Poll::Ready(Driven::Up(e, down_done)),
                 }
             }
         }
