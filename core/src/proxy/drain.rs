@@ -9,7 +9,9 @@
 //!
 //! Every connection pumping bytes on the target races [`DrainSignal::cut_at_deadline`]
 //! against its data path. Until the drain starts, that future only waits on a
-//! `tokio::sync::watch` (no timer, no polling); once it starts, it sleeps until the
+//! `tokio::sync::Notify` (no timer, no polling; not a `watch`, whose receivers pick a
+//! wait list with tokio's unseeded random generator, so wake order, and the simulation's
+//! trace, would change from process to process); once it starts, it sleeps until the
 //! deadline and then completes, and the pump resets both sides (the client sees an
 //! RST, as for a backend failure, so it cannot take a cut stream for a complete one).
 //! Dropping the pump's in-flight reads at that point is exactly the cancellation rule
@@ -23,13 +25,17 @@
 //! how many the deadline cut.
 
 use crate::io::{Env, Instant};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// The drain of one backend of one pool generation.
 #[derive(Debug)]
 pub struct DrainSignal {
     /// `Some(deadline)` once the drain started; set once.
-    deadline: tokio::sync::watch::Sender<Option<Instant>>,
+    deadline: Mutex<Option<Instant>>,
+    /// Wakes the connections waiting for the drain to start, in the order they waited.
+    started: tokio::sync::Notify,
     /// Connections that saw the drain start and have not ended yet.
     open: AtomicUsize,
     /// Connections cut at the deadline.
@@ -39,7 +45,8 @@ pub struct DrainSignal {
 impl Default for DrainSignal {
     fn default() -> Self {
         DrainSignal {
-            deadline: tokio::sync::watch::channel(None).0,
+            deadline: Mutex::new(None),
+            started: tokio::sync::Notify::new(),
             open: AtomicUsize::new(0),
             cut: AtomicU64::new(0),
         }
@@ -50,18 +57,19 @@ impl DrainSignal {
     /// Starts the drain: connections still open at `deadline` are cut. A second call
     /// keeps the first deadline (a backend is drained once per generation).
     pub fn start(&self, deadline: Instant) {
-        self.deadline.send_if_modified(|d| {
+        {
+            let mut d = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
             if d.is_some() {
-                return false;
+                return;
             }
             *d = Some(deadline);
-            true
-        });
+        }
+        self.started.notify_waiters();
     }
 
     /// The deadline, once the drain started.
     pub fn deadline(&self) -> Option<Instant> {
-        *self.deadline.borrow()
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Connections that saw the drain start and are still open.
@@ -81,14 +89,14 @@ impl DrainSignal {
     /// While pending after the drain started, the future counts the connection as open
     /// on the drain; dropping it (the connection ended, on its own or cut) uncounts it.
     pub async fn cut_at_deadline<E: Env>(&self, env: &E, pool: &str, backend: &str) {
-        let mut rx = self.deadline.subscribe();
-        let deadline = match rx.wait_for(Option::is_some).await {
-            Ok(d) => *d,
-            // The sender lives as long as the target, which outlives this connection.
-            Err(_) => None,
-        };
-        let Some(deadline) = deadline else {
-            return std::future::pending().await;
+        let deadline = loop {
+            // Registered before the check, so a start in between still wakes it.
+            let mut started = pin!(self.started.notified());
+            started.as_mut().enable();
+            if let Some(d) = self.deadline() {
+                break d;
+            }
+            started.await;
         };
         let _open = OpenOnDrain::new(self, pool, backend);
         env.sleep_until(deadline).await;

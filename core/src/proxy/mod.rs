@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -488,7 +488,8 @@ pub struct Worker {
     /// Splice settings and the pipe pool, when splicing is on.
     splice: Option<(u64, PipePool)>,
     /// Fired when the shutdown drain deadline passes: every open connection is reset.
-    cut: tokio::sync::watch::Sender<bool>,
+    cut: Shutdown,
+    cut_trigger: ShutdownTrigger,
 }
 
 impl Worker {
@@ -502,13 +503,15 @@ impl Worker {
     /// bytes, never less than the kernel's default of 64 KiB (see
     /// [`crate::io::splice::PIPE_SIZE_MIN`]), from a pool of at most `splice.pipes_max`.
     pub fn with_splice(buffer_size: usize, buffers_kept_max: usize, splice: Option<SpliceSettings>) -> Rc<Worker> {
+        let (cut_trigger, cut_signal) = Shutdown::new();
         Rc::new(Worker {
             buffers: RefCell::new(Vec::new()),
             buffer_size,
             buffers_kept_max,
             open: Cell::new(0),
             splice: splice.map(|s| (s.after, PipePool::new(s.pipes_max, buffer_size))),
-            cut: tokio::sync::watch::channel(false).0,
+            cut: cut_signal,
+            cut_trigger,
         })
     }
 
@@ -516,16 +519,13 @@ impl Worker {
     /// passed): like a reload's drain cut, both sides get an RST, so that neither takes
     /// the cut stream for a complete one.
     pub fn cut_open_connections(&self) {
-        self.cut.send_replace(true);
+        self.cut_trigger.trigger();
     }
 
     /// Completes when [`Worker::cut_open_connections`] is called.
     pub fn cut_signal(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let mut rx = self.cut.subscribe();
-        async move {
-            // An error means the worker is gone, and the connection with it.
-            let _ = rx.wait_for(|cut| *cut).await;
-        }
+        let mut cut = self.cut.clone();
+        async move { cut.wait().await }
     }
 
     /// The splice threshold and the pipe pool, when splicing is on.
@@ -579,52 +579,74 @@ impl Drop for OpenGuard {
 }
 
 /// Tells servers to stop: cloned into every accept loop; [`ShutdownTrigger::trigger`]
-/// fires all of them. Works on any runtime (it is `tokio::sync::watch`, which needs no
-/// reactor), so the simulation uses it too.
+/// fires all of them. Works on any runtime (a flag and a `tokio::sync::Notify`, which
+/// need no reactor), so the simulation uses it too. Not a `tokio::sync::watch`: its
+/// receivers pick a wait list with tokio's unseeded random generator, so the order in
+/// which waiters wake, and with it a simulated run's trace, would vary between processes.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    rx: tokio::sync::watch::Receiver<bool>,
-    /// Set by [`Shutdown::never`]: keeps the channel open so that `wait` pends.
-    _keep: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+    state: Arc<ShutdownState>,
 }
 
-/// The sending side of [`Shutdown`].
+#[derive(Debug, Default)]
+struct ShutdownState {
+    fired: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ShutdownState {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// The sending side of [`Shutdown`]; dropping it fires the signal too.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
-    tx: tokio::sync::watch::Sender<bool>,
+    state: Arc<ShutdownState>,
 }
 
 impl Shutdown {
     /// A new signal and its trigger.
     pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (ShutdownTrigger { tx }, Shutdown { rx, _keep: None })
+        let state = Arc::new(ShutdownState::default());
+        (ShutdownTrigger { state: state.clone() }, Shutdown { state })
     }
 
     /// A signal that never fires.
     pub fn never() -> Shutdown {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        Shutdown {
-            rx,
-            _keep: Some(Arc::new(tx)),
-        }
+        Shutdown { state: Arc::default() }
     }
 
     /// True once triggered.
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.state.fired.load(Ordering::Acquire)
     }
 
     /// Completes when triggered (or when the trigger is dropped).
     pub async fn wait(&mut self) {
-        // An error means the trigger is gone: treat it as a shutdown.
-        let _ = self.rx.wait_for(|v| *v).await;
+        loop {
+            // Registered before the check, so a trigger in between still wakes it.
+            let mut notified = std::pin::pin!(self.state.notify.notified());
+            notified.as_mut().enable();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
 impl ShutdownTrigger {
     /// Fires every clone of the signal.
     pub fn trigger(&self) {
-        self.tx.send_replace(true);
+        self.state.fire();
+    }
+}
+
+impl Drop for ShutdownTrigger {
+    fn drop(&mut self) {
+        self.state.fire();
     }
 }
