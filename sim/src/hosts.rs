@@ -9,9 +9,8 @@ use crate::scenario::{BackendSpec, FailWith, Health, MixEntry};
 use crate::world::BalancerHandle;
 use crate::{SimEnv, SimListener, SimStream};
 use gobalancer::config::Config;
-use gobalancer::health;
 use gobalancer::io::{BindOptions, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, SplitMix64};
-use gobalancer::proxy::{tcp, Shared, Shutdown, Worker};
+use gobalancer::proxy::{tcp, Shutdown, Worker};
 use gobalancer_loadgen::client::{run_worker_with_tap, Live, Plan, Share, Tap, TapOutcome};
 use gobalancer_loadgen::http::{build_request, RequestSpec};
 use std::cell::{Cell, RefCell};
@@ -125,16 +124,138 @@ impl Env for TapEnv {
     }
 }
 
+/// A reload the runner hands to the balancer host, to apply at the next instant it runs.
+#[derive(Clone, Debug)]
+pub enum ReloadOp {
+    /// A full configuration text (placeholders substituted), parsed by the host as the
+    /// binary parses its file on SIGHUP.
+    Text(String),
+    /// The configuration in force with this backend added to pool `pool` (weight 1).
+    Add {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name.
+        name: String,
+        /// Its address.
+        address: SocketAddr,
+    },
+    /// The configuration in force with the backend at this address removed from `pool`.
+    Remove {
+        /// The pool's name.
+        pool: String,
+        /// Its address.
+        address: SocketAddr,
+    },
+    /// The configuration in force with the backend at this address at weight 0.
+    Drain {
+        /// The pool's name.
+        pool: String,
+        /// Its address.
+        address: SocketAddr,
+    },
+}
+
+/// What one reload did, as the balancer host saw it.
+#[derive(Clone, Debug)]
+pub struct ReloadRecord {
+    /// Simulated time when `Live::reload` ran.
+    pub at: Duration,
+    /// Whether it was applied.
+    pub applied: bool,
+    /// The error, when refused.
+    pub error: Option<String>,
+    /// `config_reload_failures_total` after it.
+    pub failures_total: u64,
+    /// The generation in force after it.
+    pub generation: u64,
+    /// The workload pool's backends after it (address, weight), when applied.
+    pub backends: Vec<(SocketAddr, u32)>,
+    /// The drain timeout in force after it.
+    pub drain: Duration,
+    /// Backends of the workload pool with active checks after it.
+    pub checked: usize,
+}
+
+/// The runner's side of the balancer's reloads: a mailbox the balancer host drains
+/// whenever it is woken, and what each reload did.
+#[derive(Default)]
+pub struct Reloader {
+    /// Reloads not applied yet.
+    pub queue: RefCell<std::collections::VecDeque<ReloadOp>>,
+    /// Wakes the balancer host's reload task.
+    pub wake: tokio::sync::Notify,
+    /// One record per reload, in order.
+    pub records: RefCell<Vec<ReloadRecord>>,
+    /// `drained_cut_total` of the workload's pool, as last seen.
+    pub drained_cut_total: Cell<u64>,
+}
+
+impl Reloader {
+    /// Queues `op` for the balancer host.
+    pub fn send(&self, op: ReloadOp) {
+        self.queue.borrow_mut().push_back(op);
+        self.wake.notify_one();
+    }
+}
+
+/// The configuration in force with `op` applied, checked whole: what the binary would
+/// read from its file.
+fn next_config(current: &Config, op: ReloadOp) -> Result<Config, gobalancer::config::ConfigError> {
+    let mut config = current.clone();
+    let pool_of =
+        |config: &mut Config, pool: &str| -> Option<usize> { config.pools.iter().position(|p| p.name == pool) };
+    match op {
+        ReloadOp::Text(text) => return Config::parse(&text, "reload"),
+        ReloadOp::Add { pool, name, address } => {
+            if let Some(i) = pool_of(&mut config, &pool) {
+                let p = &mut config.pools[i];
+                if let Some(b) = p.backends.iter_mut().find(|b| b.address == address) {
+                    b.weight = 1;
+                } else {
+                    // The pool's check, without another backend's overrides.
+                    let check = p.health.check.clone();
+                    p.backends.push(gobalancer::config::BackendConfig {
+                        address,
+                        name,
+                        weight: 1,
+                        check,
+                    });
+                }
+            }
+        }
+        ReloadOp::Remove { pool, address } => {
+            if let Some(i) = pool_of(&mut config, &pool) {
+                config.pools[i].backends.retain(|b| b.address != address);
+            }
+        }
+        ReloadOp::Drain { pool, address } => {
+            if let Some(i) = pool_of(&mut config, &pool) {
+                for b in config.pools[i].backends.iter_mut().filter(|b| b.address == address) {
+                    b.weight = 0;
+                }
+            }
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 /// Registers the balancer host: gobalancer with `config` (already validated), one
 /// worker, its data path's connects reported to `log` as picks of the backend at that
-/// address (`backends`: address to scenario backend index).
+/// address (`backends`: address to scenario backend index). The configuration is put in
+/// force through the core's [`Live`](gobalancer::reload::Live), as in the binary; the
+/// reloads queued on `reloader` are applied by `Live::reload` on the host's own clock,
+/// and health checks follow the generations through `reload::run_health`.
+#[allow(clippy::too_many_arguments)]
 pub fn balancer(
     sim: &mut turmoil::Sim<'_>,
     seed: u64,
     name: &str,
     config: Config,
+    pool: usize,
     backends: BTreeMap<SocketAddr, u16>,
     log: SharedLog,
+    reloader: Rc<Reloader>,
 ) -> BalancerHandle {
     let host = name.to_string();
     let handle: BalancerHandle = Rc::default();
@@ -146,6 +267,7 @@ pub fn balancer(
         let handle = handle2.clone();
         let backends = backends.clone();
         let log = log.clone();
+        let reloader = reloader.clone();
         async move {
             // Health checks connect through `env`, the data path through `data`: only
             // the latter's connects are picks.
@@ -154,7 +276,8 @@ pub fn balancer(
                 picks: Some(backends),
                 ..env.clone()
             };
-            let shared = Shared::from_config(&config)?;
+            let live = gobalancer::reload::Live::new(config.clone())?;
+            let shared = live.current();
             *handle.borrow_mut() = Some(shared.clone());
             let worker = Worker::new(config.buffer_size, BUFFERS_KEPT_MAX);
             let mut serving = Vec::new();
@@ -169,15 +292,43 @@ pub fn balancer(
                     Shutdown::never(),
                 ));
             }
+            drop(shared);
             for s in serving {
                 env.spawn(s);
             }
-            for pool in &shared.pools {
-                let addrs = pool.targets.iter().map(|t| t.addr).collect();
-                env.spawn(health::run(env.clone(), pool.health.clone(), addrs, Shutdown::never()));
+            env.spawn(gobalancer::reload::run_health(
+                env.clone(),
+                live.subscribe(),
+                Shutdown::never(),
+            ));
+            let pool_name = config.pools.get(pool).map(|p| p.name.clone()).unwrap_or_default();
+            loop {
+                reloader.wake.notified().await;
+                loop {
+                    let op = reloader.queue.borrow_mut().pop_front();
+                    let Some(op) = op else { break };
+                    let next = next_config(&live.config(), op);
+                    let result = live.reload(next, env.now());
+                    let current = live.current();
+                    *handle.borrow_mut() = Some(current.clone());
+                    let in_force = live.config();
+                    let pool = in_force.pool(&pool_name);
+                    let backends = pool
+                        .map(|p| p.backends.iter().map(|b| (b.address, b.weight)).collect())
+                        .unwrap_or_default();
+                    let checked = pool.map_or(0, |p| p.backends.iter().filter(|b| b.check.is_some()).count());
+                    reloader.records.borrow_mut().push(ReloadRecord {
+                        at: sim_now(),
+                        applied: result.is_ok(),
+                        error: result.err().map(|e| e.to_string()),
+                        failures_total: live.reloads.failures(),
+                        generation: live.reloads.generation(),
+                        backends,
+                        drain: current.drain_timeout,
+                        checked,
+                    });
+                }
             }
-            std::future::pending::<()>().await;
-            Ok(())
         }
     });
     handle

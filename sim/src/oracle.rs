@@ -13,7 +13,13 @@
 //! - **I2, at most once**: no request is received more than once by the backends
 //!   (non-idempotent ones never; idempotent ones at most `1 + retries`, and the L4
 //!   proxy never retries a request it has written, so `retries` is 0).
-//! - **I3, drain**: needs configuration reload; no scenario can express it yet.
+//! - **I3, drain**: after each applied reload (the reload faults, through the core's
+//!   `reload::Live`), a backend it removed or set to weight 0 gets no new connection
+//!   (no pick after the reload instant, until a later reload brings it back), and a
+//!   request in flight on it is not cut before the reload plus `timeouts.drain`;
+//!   `drained_cut_total` counts at least the requests cut at that deadline. A refused
+//!   reload (D6) keeps the generation in force and adds exactly one to
+//!   `config_reload_failures_total`.
 //! - **I4, liveness**: idempotent requests sent after the last fault plus a grace
 //!   period succeed (at least `expect.liveness.min` of them, default all).
 //! - **I5, conservation**: between every two steps, no counter below zero, the
@@ -117,6 +123,14 @@ pub struct Report {
     pub total_active_max: u64,
     /// Counters at the end: total active, open client connections.
     pub at_end: Option<(u64, usize)>,
+    /// Reloads applied and refused.
+    pub reloads: (u64, u64),
+    /// Requests in flight on a drained backend at its reload that got their reply.
+    pub drain_finished: u64,
+    /// Requests in flight on a drained backend that failed at or after its deadline.
+    pub drain_cut: u64,
+    /// `drained_cut_total` of the workload's pool at the end.
+    pub drained_cut_total: u64,
     /// Broken rules.
     pub violations: Vec<Violation>,
     /// Simulated time the run took.
@@ -592,6 +606,8 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
         });
     }
 
+    drain(p, out, &mut r, &mut v);
+
     // I5.
     for (at, what) in &out.counters.problems {
         v.push(Violation {
@@ -618,7 +634,9 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
                 .backends
                 .iter()
                 .filter(|b| b.check.is_some())
-                .count();
+                .count()
+                // A reload may have added checked backends (a removed one's probes stop).
+                .max(out.reloads.iter().map(|rec| rec.checked).max().unwrap_or(0));
             for (h, n) in &q.streams {
                 // The balancer may be probing each checked backend; and every host keeps
                 // the sockets of its failed connects (a turmoil artifact).
@@ -652,4 +670,180 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
     }
     r.violations = v;
     r
+}
+
+/// I3 (drain) and D6 (refused reloads), from the reload records and the trace.
+fn drain(p: &Prepared, out: &RunOutput, r: &mut Report, v: &mut Vec<Violation>) {
+    let s = &p.scenario;
+    let log = &out.log;
+    let index = |addr: &std::net::SocketAddr| {
+        s.backends.iter().position(|b| {
+            p.addrs
+                .get(&b.name)
+                .is_some_and(|ip| std::net::SocketAddr::new(*ip, b.port) == *addr)
+        })
+    };
+    // Backends whose failures other faults explain: not checked for cuts.
+    let mut faulted = vec![false; s.backends.len()];
+    let lb_faulted = out.faults.iter().any(|f| {
+        let hosts: Vec<&str> = match &f.fault {
+            Fault::Crash(h) | Fault::Bounce(h) => vec![h],
+            Fault::Partition(a, b)
+            | Fault::Repair(a, b)
+            | Fault::PartitionOneway(a, b)
+            | Fault::RepairOneway(a, b)
+            | Fault::Hold(a, b)
+            | Fault::Release(a, b)
+            | Fault::LinkLatency(a, b, _)
+            | Fault::LinkFailRate(a, b, _) => vec![a, b],
+            _ => vec![],
+        };
+        for h in &hosts {
+            if let Some(i) = p.backend(h) {
+                faulted[i] = true;
+            }
+        }
+        hosts.contains(&s.balancer.name.as_str())
+    });
+    // Per backend, the windows in which a reload had it drained: (reload, deadline, end).
+    let mut windows: Vec<Vec<(Duration, Duration, Duration)>> = vec![Vec::new(); s.backends.len()];
+    let mut serving: Vec<bool> = (0..s.backends.len())
+        .map(|i| p.pool_index[i].is_some_and(|k| p.config.pools[p.pool].backends[k].weight > 0))
+        .collect();
+    let mut failures_before = 0;
+    let mut generation_before = 1;
+    let mut refused = Tally::new(
+        "I3",
+        "refused reloads that changed the generation or were not counted once",
+    );
+    for rec in &out.reloads {
+        if rec.applied {
+            r.reloads.0 += 1;
+            let mut now_serving = vec![false; s.backends.len()];
+            for (addr, w) in &rec.backends {
+                if let Some(i) = index(addr) {
+                    now_serving[i] = *w > 0;
+                }
+            }
+            for i in 0..s.backends.len() {
+                if serving[i] && !now_serving[i] {
+                    windows[i].push((rec.at, rec.at + rec.drain, Duration::MAX));
+                } else if !serving[i] && now_serving[i] {
+                    if let Some(w) = windows[i].last_mut().filter(|w| w.2 == Duration::MAX) {
+                        w.2 = rec.at;
+                    }
+                }
+            }
+            serving = now_serving;
+            if rec.failures_total != failures_before {
+                refused.add(|| format!("an applied reload at {} moved the failure counter", secs(rec.at)));
+            }
+        } else {
+            r.reloads.1 += 1;
+            if rec.failures_total != failures_before + 1 || rec.generation != generation_before {
+                refused.add(|| {
+                    format!(
+                        "reload at {} refused ({}): failures {} -> {}, generation {} -> {}",
+                        secs(rec.at),
+                        rec.error.as_deref().unwrap_or("?"),
+                        failures_before,
+                        rec.failures_total,
+                        generation_before,
+                        rec.generation
+                    )
+                });
+            }
+        }
+        failures_before = rec.failures_total;
+        generation_before = rec.generation;
+    }
+    refused.finish(v);
+    r.drained_cut_total = out.counters.drained_cut_total;
+    let mut picked = Tally::new("I3", "new connections to a backend after a reload drained it");
+    for e in &log.events {
+        if let What::Pick { backend } = e.what {
+            let b = usize::from(backend);
+            if let Some(w) = windows
+                .get(b)
+                .and_then(|ws| ws.iter().find(|w| e.at > w.0 && e.at < w.2))
+            {
+                picked.add(|| {
+                    format!(
+                        "{} picked at {}, drained by the reload at {}",
+                        s.backends[b].name,
+                        secs(e.at),
+                        secs(w.0)
+                    )
+                });
+            }
+        }
+    }
+    picked.finish(v);
+    let mut early = Tally::new("I3", "requests on a drained backend cut before its drain deadline");
+    for (id, q) in log.requests.iter().enumerate() {
+        let (Some((b, seen)), Some((ended, outcome))) = (q.seen_by, q.outcome) else {
+            continue;
+        };
+        let b = usize::from(b);
+        // In flight at a reload that drained its backend.
+        let Some(w) = windows
+            .get(b)
+            .and_then(|ws| ws.iter().find(|w| seen <= w.0 && ended >= w.0))
+        else {
+            continue;
+        };
+        match outcome {
+            TapOutcome::Reply { .. } => r.drain_finished += 1,
+            TapOutcome::RunOver | TapOutcome::Timeout => {}
+            TapOutcome::Failed(_) if ended >= w.1 => r.drain_cut += 1,
+            TapOutcome::Failed(_) if faulted[b] || lb_faulted => {}
+            TapOutcome::Failed(k) => early.add(|| {
+                format!(
+                    "{id} on {} failed ({k}) at {}, drained at {} until {}",
+                    s.backends[b].name,
+                    secs(ended),
+                    secs(w.0),
+                    secs(w.1)
+                )
+            }),
+        }
+    }
+    early.finish(v);
+    if !lb_faulted && faulted.iter().all(|f| !f) && r.drained_cut_total < r.drain_cut {
+        v.push(Violation {
+            rule: "I3",
+            message: format!(
+                "{} requests were cut at their drain deadline but drained_cut_total is {}",
+                r.drain_cut, r.drained_cut_total
+            ),
+        });
+    }
+    let e = &s.expect;
+    if r.drain_finished < e.drain_finished_min {
+        v.push(Violation {
+            rule: "expect",
+            message: format!(
+                "{} requests on drained backends finished; expected at least {}",
+                r.drain_finished, e.drain_finished_min
+            ),
+        });
+    }
+    if r.drained_cut_total < e.drained_cut_min {
+        v.push(Violation {
+            rule: "expect",
+            message: format!(
+                "drained_cut_total {}; expected at least {}",
+                r.drained_cut_total, e.drained_cut_min
+            ),
+        });
+    }
+    if r.reloads.1 < e.reloads_refused_min {
+        v.push(Violation {
+            rule: "expect",
+            message: format!(
+                "{} reloads refused; expected at least {}",
+                r.reloads.1, e.reloads_refused_min
+            ),
+        });
+    }
 }

@@ -117,6 +117,13 @@ pub fn text(p: &Prepared, r: &Report) -> String {
         },
         streams.join(", ")
     );
+    if r.reloads != (0, 0) {
+        let _ = writeln!(
+            o,
+            "  reloads: {} applied, {} refused; drained backends: {} in-flight requests finished, {} cut at the deadline (drained_cut_total {})",
+            r.reloads.0, r.reloads.1, r.drain_finished, r.drain_cut, r.drained_cut_total
+        );
+    }
     let _ = writeln!(
         o,
         "  trace: {} events, digest {:016x}; {} simulated",

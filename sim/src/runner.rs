@@ -11,7 +11,7 @@
 //! task it spawned, or in the runner itself), fails the seed (I6). Panics in spawned
 //! tasks are swallowed by tokio, so a panic hook counts them on this thread.
 
-use crate::hosts::{self, ClientSetup};
+use crate::hosts::{self, ClientSetup, ReloadOp, ReloadRecord, Reloader};
 use crate::log::{Log, Quiet, SharedLog, What};
 use crate::scenario::{Fault, Load, Prepared, TimedFault, CLOCK_HOST};
 use crate::world::BalancerHandle;
@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 /// Extra simulated time turmoil allows past the clock's wake-up before it calls the run
@@ -63,6 +63,8 @@ pub struct Counters {
     pub problems: Vec<(Duration, String)>,
     /// At the end of the run: `total_active`, `conn_limit.open()`, per backend active.
     pub at_end: Option<(u64, usize, Vec<u64>)>,
+    /// `drained_cut_total` of the workload's pool at the end of the run.
+    pub drained_cut_total: u64,
 }
 
 /// What one seed produced.
@@ -79,6 +81,8 @@ pub struct RunOutput {
     pub failures: Vec<String>,
     /// Simulated time when the run stopped.
     pub elapsed: Duration,
+    /// What each reload did, in order (the reload faults).
+    pub reloads: Vec<ReloadRecord>,
 }
 
 impl RunOutput {
@@ -162,8 +166,23 @@ pub fn plan(p: &Prepared) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// Applies one fault to the world; `running` follows the tracked hosts' state.
-fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, running: &mut BTreeMap<String, bool>) {
+/// Applies one fault to the world; `running` follows the tracked hosts' state. The
+/// reload family is queued for the balancer host, which applies it through the core's
+/// `reload::Live` when it next runs (the step that follows).
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    p: &Prepared,
+    fault: &Fault,
+    running: &mut BTreeMap<String, bool>,
+    reloader: &Reloader,
+) {
+    let pool = || p.config.pools[p.pool].name.clone();
+    let address = |h: &str| {
+        p.backend(h).map(|i| {
+            let b = &p.scenario.backends[i];
+            SocketAddr::new(p.addrs[&b.name], b.port)
+        })
+    };
     match fault {
         Fault::Crash(h) => {
             sim.crash(h.as_str());
@@ -185,23 +204,49 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, running: &mut BTreeMap<Strin
         Fault::Release(a, b) => sim.release(a.as_str(), b.as_str()),
         Fault::LinkLatency(a, b, d) => sim.set_link_latency(a.as_str(), b.as_str(), d.0),
         Fault::LinkFailRate(a, b, r) => sim.set_link_fail_rate(a.as_str(), b.as_str(), *r),
-        // Rejected before running (chaos is expanded, reloads are refused).
-        Fault::Chaos { .. }
-        | Fault::Reload(_)
-        | Fault::BackendAdded(_)
-        | Fault::BackendRemoved(_)
-        | Fault::BackendDrained(_) => {}
+        Fault::Reload(text) => {
+            // Checked before the run: every placeholder names a host.
+            let text = crate::scenario::substitute(text, &p.addrs).unwrap_or_else(|_| text.clone());
+            reloader.send(ReloadOp::Text(text));
+        }
+        Fault::BackendAdded(h) => {
+            if let Some(address) = address(h) {
+                reloader.send(ReloadOp::Add {
+                    pool: pool(),
+                    name: h.clone(),
+                    address,
+                });
+            }
+        }
+        Fault::BackendRemoved(h) => {
+            if let Some(address) = address(h) {
+                reloader.send(ReloadOp::Remove { pool: pool(), address });
+            }
+        }
+        Fault::BackendDrained(h) => {
+            if let Some(address) = address(h) {
+                reloader.send(ReloadOp::Drain { pool: pool(), address });
+            }
+        }
+        // Expanded before running.
+        Fault::Chaos { .. } => {}
     }
 }
 
 /// Samples the balancer between two steps: weight changes into the log, counter checks
-/// into `c`.
+/// into `c`. Reloads replace the workload pool's generation: backends are mapped to the
+/// scenario's by address, and every generation seen is kept, since a connection holds
+/// its lease on the balancer it was selected from until it ends.
 struct Sampler {
     handle: BalancerHandle,
-    pool: usize,
-    /// Pool index to scenario backend index.
-    to_backend: Vec<u16>,
+    /// The workload pool's name.
+    pool: String,
+    /// Backend address to scenario backend index.
+    by_addr: BTreeMap<SocketAddr, u16>,
+    /// Per scenario backend, its weight in the pool in force (0 when not in it).
     weights: Vec<u32>,
+    /// Every generation of the workload pool seen, the one in force last.
+    generations: Vec<Arc<gobalancer::proxy::Pool>>,
 }
 
 impl Sampler {
@@ -209,45 +254,76 @@ impl Sampler {
         let Some(shared) = self.handle.borrow().clone() else {
             return;
         };
-        let Some(pool) = shared.pools.get(self.pool) else {
+        let Some(pool) = shared.pools.iter().find(|q| q.name == self.pool).cloned() else {
             return;
         };
+        if !self.generations.last().is_some_and(|g| Arc::ptr_eq(g, &pool)) {
+            // A restarted host starts again at generation 1: the old ones are gone.
+            if shared.generation == 1 {
+                self.generations.clear();
+            }
+            self.generations.push(pool.clone());
+        }
+        let in_pool: Vec<Option<u16>> = pool
+            .targets
+            .iter()
+            .map(|t| self.by_addr.get(&t.addr).copied())
+            .collect();
         let w = pool.balancer.weights();
-        if w != self.weights {
+        let mut now_weights = vec![0u32; self.by_addr.len()];
+        for (i, b) in in_pool.iter().enumerate() {
+            if let (Some(b), Some(w)) = (b, w.get(i)) {
+                if let Some(x) = now_weights.get_mut(usize::from(*b)) {
+                    *x = *w;
+                }
+            }
+        }
+        if now_weights != self.weights {
             let mut log = log.borrow_mut();
-            for (i, (new, old)) in w
+            let known: Vec<u16> = in_pool.iter().flatten().copied().collect();
+            for (b, (new, old)) in now_weights
                 .iter()
                 .zip(self.weights.iter().chain(std::iter::repeat(&u32::MAX)))
                 .enumerate()
             {
-                if new != old {
-                    if let Some(b) = self.to_backend.get(i) {
-                        log.push(
-                            now,
-                            What::Weight {
-                                backend: *b,
-                                weight: *new,
-                            },
-                        );
-                    }
+                let b = u16::try_from(b).unwrap_or(u16::MAX);
+                // Backends never in the pool have no weight to report.
+                if new != old && (known.contains(&b) || *old != u32::MAX) {
+                    log.push(
+                        now,
+                        What::Weight {
+                            backend: b,
+                            weight: *new,
+                        },
+                    );
                 }
             }
-            self.weights = w;
+            self.weights = now_weights;
         }
-        let total = pool.balancer.total_active();
-        let per: Vec<u64> = (0..self.to_backend.len()).map(|i| pool.balancer.active(i)).collect();
+        let total: u64 = self
+            .generations
+            .iter()
+            .fold(0u64, |a, g| a.wrapping_add(g.balancer.total_active()));
+        let per: Vec<u64> = (0..pool.targets.len()).map(|i| pool.balancer.active(i)).collect();
         let open = shared.conn_limit.open();
         c.total_active_max = c.total_active_max.max(total);
+        c.drained_cut_total = pool.stats.drained_cut_total.load(std::sync::atomic::Ordering::Relaxed);
         let mut problem = |what: String| {
             if c.problems.len() < 10 {
                 c.problems.push((now, what));
             }
         };
-        if total > COUNTER_NEGATIVE || per.iter().any(|a| *a > COUNTER_NEGATIVE) {
+        let negative = self.generations.iter().any(|g| {
+            g.balancer.total_active() > COUNTER_NEGATIVE
+                || (0..g.targets.len()).any(|i| g.balancer.active(i) > COUNTER_NEGATIVE)
+        });
+        if total > COUNTER_NEGATIVE || negative {
             problem(format!("a counter went below zero: total {total}, per backend {per:?}"));
         }
+        // Across generations a backend that stays shares its counter, and a lease
+        // counts on the balancer it came from: the sums match within one generation.
         let sum: u64 = per.iter().fold(0u64, |a, b| a.wrapping_add(*b));
-        if sum != total {
+        if self.generations.len() == 1 && sum != total {
             problem(format!(
                 "per-backend active counts {per:?} add up to {sum}, not total_active {total}"
             ));
@@ -307,17 +383,23 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         }
     }
     let log = Log::new();
-    let mut to_backend = vec![u16::MAX; p.config.pools[p.pool].backends.len()];
     let mut by_addr = BTreeMap::new();
     for (i, b) in s.backends.iter().enumerate() {
         let i16 = u16::try_from(i).map_err(|_| "too many backends".to_string())?;
         hosts::backend(&mut sim, seed, b, i16, log.clone());
         by_addr.insert(SocketAddr::new(p.addrs[&b.name], b.port), i16);
-        if let Some(k) = p.pool_index[i] {
-            to_backend[k] = i16;
-        }
     }
-    let handle = hosts::balancer(&mut sim, seed, &s.balancer.name, p.config.clone(), by_addr, log.clone());
+    let reloader = Rc::new(Reloader::default());
+    let handle = hosts::balancer(
+        &mut sim,
+        seed,
+        &s.balancer.name,
+        p.config.clone(),
+        p.pool,
+        by_addr.clone(),
+        log.clone(),
+        reloader.clone(),
+    );
     let plan = plan(p)?;
     let mix = Rc::new(s.workload.mix.clone());
     for (i, (name, share)) in s.clients.iter().zip(plan.shares()).enumerate() {
@@ -346,9 +428,10 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
 
     let mut sampler = Sampler {
         handle,
-        pool: p.pool,
-        to_backend,
+        pool: p.config.pools[p.pool].name.clone(),
+        by_addr,
         weights: Vec::new(),
+        generations: Vec::new(),
     };
     let mut counters = Counters::default();
     let mut failures = Vec::new();
@@ -356,7 +439,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
     loop {
         let now = sim.elapsed();
         while let Some(f) = faults.get(next).filter(|f| f.at.0 <= now) {
-            apply(&mut sim, &f.fault, &mut running.borrow_mut());
+            apply(&mut sim, p, &f.fault, &mut running.borrow_mut(), &reloader);
             log.borrow_mut().push(now, What::Fault(f.fault.label()));
             next += 1;
         }
@@ -371,6 +454,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         log.borrow_mut().push(elapsed, What::Failure(f.clone()));
     }
     drop(sim);
+    let reloads = std::mem::take(&mut *reloader.records.borrow_mut());
     // The hosts' software held clones of the log; the simulation is gone, so this is
     // the last handle unless a host leaked one.
     let log = match Rc::try_unwrap(log) {
@@ -384,6 +468,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         counters,
         failures,
         elapsed,
+        reloads,
     })
 }
 

@@ -30,9 +30,10 @@
 //!
 //! `${HOST}` in the configuration text stands for that simulated host's address (turmoil
 //! hands out addresses, and gobalancer does not resolve names). The `reload` family of
-//! faults is part of the language but rejected before running: the simulated balancer
-//! host is not yet driven through the core's hot reload (`gobalancer::reload`), and a
-//! scenario must not pretend to test one.
+//! faults (`Reload`, `BackendAdded`, `BackendRemoved`, `BackendDrained`) is applied by
+//! the balancer host through the core's hot reload (`gobalancer::reload::Live`), the
+//! same code path as the binary's SIGHUP; `Reload`'s configuration text takes `${HOST}`
+//! too, and is substituted (not parsed) before the run: a bad one is a test of D6.
 
 use gobalancer::config::{parse_duration, Config, Mode};
 use serde::de::{self, Deserializer, Visitor};
@@ -57,9 +58,6 @@ pub const CLOCK_HOST: &str = "sim-clock";
 /// Methods a request mix may use. `HEAD` is left out: loadgen frames every reply of a
 /// run the same way, and a HEAD reply has no body.
 pub const METHODS: [&str; 6] = ["GET", "PUT", "DELETE", "OPTIONS", "POST", "PATCH"];
-/// The message of every fault that needs configuration hot reload (the core has it;
-/// the simulation runner does not drive it yet).
-pub const NEEDS_RELOAD: &str = "needs config hot reload, not available yet in the simulation runner";
 
 /// A duration written as in the balancer's configuration (`"3s"`, `"250ms"`, `"1m30s"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -398,14 +396,16 @@ pub enum Fault {
         #[serde(default = "one")]
         min_running: u32,
     },
-    /// Reload the balancer with this configuration. Needs hot reload: rejected.
+    /// Reload the balancer with this full configuration text (`${HOST}` substituted).
+    /// A text that does not parse or validate is refused by the balancer, which keeps
+    /// serving the configuration in force (D6).
     Reload(String),
-    /// Add this backend to the balancer's pool. Needs hot reload: rejected.
+    /// Reload with this backend host added (on its port, weight 1, named after the
+    /// host) to the workload's pool of the configuration in force.
     BackendAdded(String),
-    /// Remove this backend from the pool. Needs hot reload: rejected.
+    /// Reload with this backend removed from the workload's pool: it drains.
     BackendRemoved(String),
-    /// Drain this backend (weight 0, in-flight requests finish). Needs hot reload:
-    /// rejected.
+    /// Reload with this backend's weight set to 0: it drains.
     BackendDrained(String),
 }
 
@@ -474,6 +474,20 @@ pub struct Expectations {
     /// proves nothing); default 1.
     #[serde(default = "one_u64")]
     pub min_replies: u64,
+    /// Requests in flight on a drained backend at its reload that must get their reply
+    /// (I3); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drain_finished_min: u64,
+    /// The pool's `drained_cut_total` at the end must be at least this (C12); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drained_cut_min: u64,
+    /// Reloads the balancer must have refused (D6); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reloads_refused_min: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one_u64() -> u64 {
@@ -749,6 +763,18 @@ pub fn prepare(scenario: Scenario, origin: &str, src: Option<&str>) -> Result<Pr
         }
     }
     check_expectations(&scenario, &pool_index, origin, &mut p);
+    for (i, f) in scenario.timeline.iter().enumerate() {
+        if let Fault::Reload(text) = &f.fault {
+            if let Err(unknown) = substitute(text, &addrs) {
+                for u in unknown {
+                    p.push(format!(
+                        "{origin}: timeline[{i}] (reload at {}): ${{{u}}} names no host of the scenario",
+                        f.at
+                    ));
+                }
+            }
+        }
+    }
     if !p.is_empty() {
         return Err(ScenarioError { problems: p });
     }
@@ -975,8 +1001,10 @@ fn check_shape(s: &Scenario, origin: &str, p: &mut Vec<String>) {
             }
         }
         match &f.fault {
-            Fault::Reload(_) | Fault::BackendAdded(_) | Fault::BackendRemoved(_) | Fault::BackendDrained(_) => {
-                p.push(format!("{at}: {NEEDS_RELOAD}"));
+            Fault::BackendAdded(h) | Fault::BackendRemoved(h) | Fault::BackendDrained(h)
+                if !s.backends.iter().any(|b| &b.name == h) =>
+            {
+                p.push(format!("{at}: {h:?} is not a backend of the scenario"));
             }
             Fault::Partition(a, b)
             | Fault::Repair(a, b)

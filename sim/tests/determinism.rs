@@ -111,16 +111,18 @@ fn child_process_digest() {
 }
 
 const CHILD_SCENARIO_VAR: &str = "GOBALANCER_SIM_CHILD_SCENARIO_SEED";
-const SCENARIO: &str = "failover.ron";
+/// A failover, and a reload whose drain deadline cuts several connections at once (the
+/// order of simultaneous wake-ups must not depend on anything but the seed).
+const SCENARIOS: [&str; 2] = ["failover.ron", "drain.ron"];
 
 /// Digest of the trace of one seed of a scenario file.
-fn scenario_digest(seed: u64) -> u64 {
+fn scenario_digest(name: &str, seed: u64) -> u64 {
     use gobalancer_sim::{oracle, runner, scenario};
-    println!("simulation seed {seed}");
+    println!("simulation seed {seed} of {name}");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
-        .join(SCENARIO);
-    let p = scenario::load_as(&path, SCENARIO).unwrap_or_else(|e| panic!("{e}"));
+        .join(name);
+    let p = scenario::load_as(&path, name).unwrap_or_else(|e| panic!("{e}"));
     let out = runner::run(&p, seed).unwrap_or_else(|e| panic!("{e}"));
     let report = oracle::check(&p, &out);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -129,14 +131,19 @@ fn scenario_digest(seed: u64) -> u64 {
 
 #[test]
 fn a_scenario_file_replays_identically_in_two_processes() {
-    let seed = 3;
-    let here = scenario_digest(seed);
+    for name in SCENARIOS {
+        replays_in_two_processes(name, 3);
+    }
+}
+
+fn replays_in_two_processes(name: &str, seed: u64) {
+    let here = scenario_digest(name, seed);
     let exe = std::env::current_exe().expect("test binary path");
     let mut digests = Vec::new();
     for _ in 0..2 {
         let out = std::process::Command::new(&exe)
             .args(["--exact", "child_scenario_digest", "--nocapture", "--test-threads=1"])
-            .env(CHILD_SCENARIO_VAR, seed.to_string())
+            .env(CHILD_SCENARIO_VAR, format!("{name}:{seed}"))
             .output()
             .expect("run the child test process");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -147,16 +154,21 @@ fn a_scenario_file_replays_identically_in_two_processes() {
             .unwrap_or_else(|| panic!("child printed no digest: {stdout}"));
         digests.push(line.to_string());
     }
-    assert_eq!(digests[0], digests[1], "two processes, same seed, same trace");
-    assert_eq!(digests[0], format!("{here:016x}"), "child processes match this one");
+    assert_eq!(digests[0], digests[1], "{name}: two processes, same seed, same trace");
+    assert_eq!(
+        digests[0],
+        format!("{here:016x}"),
+        "{name}: child processes match this one"
+    );
 }
 
 /// Runs only when spawned by `a_scenario_file_replays_identically_in_two_processes`.
 #[test]
 fn child_scenario_digest() {
-    let Ok(seed) = std::env::var(CHILD_SCENARIO_VAR) else {
+    let Ok(spec) = std::env::var(CHILD_SCENARIO_VAR) else {
         return;
     };
+    let (name, seed) = spec.rsplit_once(':').expect("NAME:SEED");
     let seed: u64 = seed.parse().expect("numeric seed");
-    println!("SCENARIO DIGEST {:016x}", scenario_digest(seed));
+    println!("SCENARIO DIGEST {:016x}", scenario_digest(name, seed));
 }

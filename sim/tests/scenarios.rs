@@ -81,6 +81,10 @@ suites! {
     health_flapping => "health-flapping.ron",
     health_recovery_ramp => "health-recovery-ramp.ron",
     health_crash_detection => "health-crash-detection.ron",
+    drain_on_removal => "drain.ron",
+    bad_reloads_keep_serving => "reload-bad.ron",
+    reloads_under_load => "reload-under-load.ron",
+    backend_added_slow_starts => "backend-added.ron",
 }
 
 fn ron_files(dir: &Path) -> Vec<String> {
