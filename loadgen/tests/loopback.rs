@@ -111,7 +111,14 @@ fn request_count_and_open_loop_rate_are_kept() {
     let r = run(plan);
     let n = r.stats.requests;
     assert!((1_800..=2_000).contains(&n), "{n} replies at 2000/s for 1s");
-    assert_eq!(r.stats.connects, n, "one connect per request");
+    // One connect per request; a connection opened for a request whose reply was still
+    // on its way when the run ended is counted as a connect, not as a reply (at most one
+    // per connection slot).
+    assert!(
+        (n..=n + 4).contains(&r.stats.connects),
+        "one connect per request: {} connects, {n} replies",
+        r.stats.connects
+    );
     assert_eq!(r.stats.errors_total(), 0);
 }
 
