@@ -39,6 +39,19 @@ pub fn backend(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, port: u16, rep
     });
 }
 
+/// Registers `n` hosts `backend-1` .. `backend-n` running the shared test backend on
+/// `port`, in that order (turmoil gives addresses in registration order); returns their
+/// addresses.
+pub fn backends(sim: &mut turmoil::Sim<'_>, seed: u64, n: usize, port: u16, reply: Reply) -> Vec<SocketAddr> {
+    (1..=n)
+        .map(|b| {
+            let name = format!("backend-{b}");
+            backend(sim, seed, &name, port, reply);
+            SocketAddr::new(sim.lookup(name), port)
+        })
+        .collect()
+}
+
 /// The running balancer's shared state, for tests to inspect counters and health
 /// between simulation steps. Replaced when the host restarts.
 pub type BalancerHandle = Rc<RefCell<Option<Arc<Shared>>>>;

@@ -56,12 +56,7 @@ fn config(algorithm: &str, backends: &[SocketAddr], health_extra: &str) -> Strin
 
 /// Three `Reply::Name` backends and a balancer; returns the balancer's address and handle.
 fn world3(sim: &mut turmoil::Sim<'_>, seed: u64, algorithm: &str, health_extra: &str) -> (SocketAddr, BalancerHandle) {
-    let mut backends = Vec::new();
-    for b in 1..=3 {
-        let name = format!("backend-{b}");
-        world::backend(sim, seed, &name, 9000, Reply::Name);
-        backends.push(SocketAddr::new(sim.lookup(name), 9000));
-    }
+    let backends = world::backends(sim, seed, 3, 9000, Reply::Name);
     let handle = world::balancer(sim, seed, "lb", &config(algorithm, &backends, health_extra));
     (SocketAddr::new(sim.lookup("lb"), 8080), handle)
 }

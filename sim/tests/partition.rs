@@ -27,12 +27,7 @@ fn partitioned_backend_stops_receiving_and_clients_are_served() {
             .rng_seed(seed)
             .simulation_duration(Duration::from_secs(60))
             .build();
-        let mut backends = Vec::new();
-        for b in 1..=3 {
-            let name = format!("backend-{b}");
-            world::backend(&mut sim, seed, &name, 9000, Reply::Name);
-            backends.push(SocketAddr::new(sim.lookup(name), 9000));
-        }
+        let backends = world::backends(&mut sim, seed, 3, 9000, Reply::Name);
         world::balancer(
             &mut sim,
             seed,
