@@ -219,21 +219,7 @@ impl FromStr for Mode {
 // variant (`Tcp`), so that the file and the flags spell it the same way.
 impl<'de> serde::Deserialize<'de> for Mode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ModeVisitor;
-
-        impl serde::de::Visitor<'_> for ModeVisitor {
-            type Value = Mode;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mode string, \"tcp\" or \"http\"")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Mode, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-
-        deserializer.deserialize_str(ModeVisitor)
+        schema::deserialize_parsed(deserializer, "a mode string, \"tcp\" or \"http\"", str::parse)
     }
 }
 

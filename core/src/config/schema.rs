@@ -561,27 +561,49 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// Deserializes a string value through `parse`: a bad value is reported by ron at its
+/// line and column with `parse`'s message, and `expecting` says what a value of another
+/// type should have been. Shared by every name and address written as a string.
+pub(super) fn deserialize_parsed<'de, D, T, E>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    E: fmt::Display,
+{
+    struct Parsed<T, E> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, E>,
+    }
+
+    impl<T, E: fmt::Display> Visitor<'_> for Parsed<T, E> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_str<Er: de::Error>(self, s: &str) -> Result<T, Er> {
+            (self.parse)(s).map_err(Er::custom)
+        }
+    }
+
+    deserializer.deserialize_str(Parsed { expecting, parse })
+}
+
 /// A socket address written as a string, `"IP:PORT"` (see [`parse_addr`]).
 #[derive(Debug)]
 struct Address(SocketAddr);
 
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AddressVisitor;
-
-        impl Visitor<'_> for AddressVisitor {
-            type Value = Address;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address string such as \"127.0.0.1:8080\" or \"[::1]:8080\"")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                parse_addr(s).map(Address).map_err(E::custom)
-            }
-        }
-
-        deserializer.deserialize_str(AddressVisitor)
+        deserialize_parsed(
+            deserializer,
+            "an address string such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+            |s| parse_addr(s).map(Address),
+        )
     }
 }
 
@@ -592,21 +614,9 @@ struct AlgorithmName(Algorithm);
 
 impl<'de> Deserialize<'de> for AlgorithmName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AlgorithmVisitor;
-
-        impl Visitor<'_> for AlgorithmVisitor {
-            type Value = AlgorithmName;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an algorithm name string such as \"round-robin\"")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                s.parse().map(AlgorithmName).map_err(E::custom)
-            }
-        }
-
-        deserializer.deserialize_str(AlgorithmVisitor)
+        deserialize_parsed(deserializer, "an algorithm name string such as \"round-robin\"", |s| {
+            s.parse().map(AlgorithmName)
+        })
     }
 }
 
@@ -619,27 +629,11 @@ enum CheckKindName {
 
 impl<'de> Deserialize<'de> for CheckKindName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KindVisitor;
-
-        impl Visitor<'_> for KindVisitor {
-            type Value = CheckKindName;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a check kind string, \"tcp\" or \"http\"")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                match s {
-                    "tcp" => Ok(CheckKindName::Tcp),
-                    "http" => Ok(CheckKindName::Http),
-                    _ => Err(E::custom(format!(
-                        "unknown health check kind {s:?}; expected \"tcp\" or \"http\""
-                    ))),
-                }
-            }
-        }
-
-        deserializer.deserialize_str(KindVisitor)
+        deserialize_parsed(deserializer, "a check kind string, \"tcp\" or \"http\"", |s| match s {
+            "tcp" => Ok(CheckKindName::Tcp),
+            "http" => Ok(CheckKindName::Http),
+            _ => Err(format!("unknown health check kind {s:?}; expected \"tcp\" or \"http\"")),
+        })
     }
 }
 
@@ -650,21 +644,9 @@ struct AllDownName(AllDown);
 
 impl<'de> Deserialize<'de> for AllDownName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AllDownVisitor;
-
-        impl Visitor<'_> for AllDownVisitor {
-            type Value = AllDownName;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a policy string, \"refuse\" or \"fail-open\"")
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                s.parse().map(AllDownName).map_err(E::custom)
-            }
-        }
-
-        deserializer.deserialize_str(AllDownVisitor)
+        deserialize_parsed(deserializer, "a policy string, \"refuse\" or \"fail-open\"", |s| {
+            s.parse().map(AllDownName)
+        })
     }
 }
 
