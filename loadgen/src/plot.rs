@@ -20,7 +20,9 @@ const POINTS_PER_DECADE: u32 = 50;
 /// Most decades drawn (99.9999%): beyond that no run has enough samples.
 const DECADES_MAX: u32 = 6;
 
-fn escape(s: &str) -> String {
+/// Escapes text for SVG (and XML) content and attribute values. Also used by the
+/// simulation's timeline.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

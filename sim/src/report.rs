@@ -10,6 +10,7 @@ use crate::oracle::Report;
 use crate::runner::RunOutput;
 use crate::scenario::Prepared;
 use gobalancer_loadgen::client::TapOutcome;
+use gobalancer_loadgen::plot::escape;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -164,10 +165,6 @@ pub fn brief(r: &Report) -> String {
                 .join(" | ")
         )
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The SVG timeline of one run.
