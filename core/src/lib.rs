@@ -15,6 +15,7 @@
 pub mod balancer;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod io;
 pub mod proxy;
 pub mod reload;

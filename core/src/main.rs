@@ -313,7 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listeners: Vec<String> = shared
         .listeners
         .iter()
-        .map(|l| format!("{}={} (tcp -> {})", l.name, l.bind, l.pool().name))
+        .map(|l| format!("{}={} ({} -> {})", l.name, l.bind, l.route().mode, l.pool().name))
         .collect();
     let pools: Vec<String> = shared
         .pools

@@ -605,16 +605,13 @@ mod tests {
     }
 
     #[test]
-    fn http_mode_is_refused_for_now() {
+    fn http_mode_builds_an_l7_listener() {
         let quick = QuickFlags {
             mode: "http".into(),
             ..flags(&["127.0.0.1:9001"])
         };
-        let e = Config::from_flags(&quick).err().unwrap_or_else(|| panic!("accepted"));
-        assert_eq!(
-            messages(&e),
-            ["<command line>: --mode: mode \"http\" (L7) is not available in this build yet; it lands with the HTTP proxy. Use mode: \"tcp\""]
-        );
+        let config = Config::from_flags(&quick).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.listeners[0].mode, Mode::Http);
     }
 
     #[test]
@@ -638,7 +635,8 @@ mod tests {
             Timeouts {
                 connect: Duration::from_millis(250),
                 idle: Duration::from_secs(120),
-                drain: Duration::from_secs(90)
+                drain: Duration::from_secs(90),
+                ..Timeouts::default()
             }
         );
         config

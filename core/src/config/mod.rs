@@ -70,6 +70,7 @@ mod cli;
 mod duration;
 mod error;
 mod health;
+mod http;
 mod locate;
 mod schema;
 mod size;
@@ -88,6 +89,7 @@ pub use health::{
     JITTER_PERCENT_DEFAULT, JITTER_PERCENT_MAX, MAX_EJECTED_PERCENT_DEFAULT, MAX_EJECTION_DEFAULT, RISE_DEFAULT,
     THRESHOLD_MAX,
 };
+pub use http::HttpConfig;
 pub use size::parse_size;
 
 use crate::balancer::Algorithm;
@@ -150,6 +152,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Every listener's pool is here; names are unique.
     pub pools: Vec<PoolConfig>,
+    /// Limits, retries and upstream pooling of `http` listeners.
+    pub http: HttpConfig,
     /// Where each value came from, for [`Config::location`] and problem reports.
     provenance: Provenance,
 }
@@ -165,15 +169,38 @@ pub struct Timeouts {
     /// that removes a backend (or sets its weight to 0), how long its open connections
     /// may go on before they are cut.
     pub drain: Duration,
+    /// HTTP: from a request's first byte to the end of its head (HAProxy's `timeout
+    /// http-request`): a slowloris client gets 408 at this deadline however it trickles.
+    pub request_head: Duration,
+    /// HTTP: how long a keep-alive client connection may wait for the first byte of its
+    /// next request (HAProxy's `timeout http-keep-alive`); closed silently after it.
+    pub keep_alive: Duration,
+    /// HTTP: from the end of the request to the response head (HAProxy's `timeout
+    /// server` for the first byte): 504 after it.
+    pub response: Duration,
+    /// HTTP: an upgraded (WebSocket) connection on which nothing moved for this long is
+    /// closed (HAProxy's `timeout tunnel`).
+    pub tunnel: Duration,
+    /// HTTP: an idle pooled backend connection is closed after this long. Shorter than
+    /// the keep-alive timeout of common backends (5 s in Node.js and Apache), so that we
+    /// close first rather than reuse a connection the backend is closing.
+    pub pool_idle: Duration,
 }
 
 impl Default for Timeouts {
-    /// 3s, 60s, 30s: HAProxy's usual `timeout connect` and a minute of idle time.
+    /// 3s, 60s, 30s: HAProxy's usual `timeout connect` and a minute of idle time; for
+    /// HTTP, 10 s for a request head, 15 s of keep-alive, 30 s for a response head, an
+    /// hour for a tunnel and 4 s for a pooled connection.
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(3),
             idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
+            request_head: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(15),
+            response: Duration::from_secs(30),
+            tunnel: Duration::from_secs(3600),
+            pool_idle: Duration::from_secs(4),
         }
     }
 }
@@ -183,7 +210,7 @@ impl Default for Timeouts {
 pub enum Mode {
     /// L4: bytes are forwarded as they come.
     Tcp,
-    /// L7 HTTP/1.1. Parsed, but refused by validation until the HTTP proxy lands.
+    /// L7 HTTP/1.1: each request is parsed, checked and balanced on its own.
     Http,
 }
 
@@ -273,6 +300,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             listeners: Vec::new(),
             pools: Vec::new(),
+            http: HttpConfig::default(),
             provenance: Provenance::built_in(),
         }
     }
@@ -286,6 +314,7 @@ impl PartialEq for Config {
             && self.timeouts == other.timeouts
             && self.listeners == other.listeners
             && self.pools == other.pools
+            && self.http == other.http
     }
 }
 

@@ -14,11 +14,13 @@
 use super::health::{parse_expect, timeout_default_for};
 use super::validate::Finding;
 use super::{
-    parse_addr, parse_duration, parse_size, AllDown, BackendConfig, CheckConfig, CheckKind, Config, ListenerConfig,
+    parse_addr, parse_duration, parse_size, AllDown, BackendConfig, CheckConfig, CheckKind, Config, HttpConfig,
+    ListenerConfig,
     Mode, PassiveConfig, PoolConfig, PoolHealth, Provenance, Timeouts, HEALTH_BODY_BYTES_DEFAULT, HTTP_EXPECT_DEFAULT,
     HTTP_METHOD_DEFAULT, HTTP_PATH_DEFAULT,
 };
 use crate::balancer::{Algorithm, WEIGHT_MAX};
+use crate::http::Underscores;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -38,6 +40,63 @@ pub(super) struct RawConfig {
     timeouts: RawTimeouts,
     listeners: Vec<RawListener>,
     pools: Vec<RawPool>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "Http", deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default)]
+    header_bytes_max: Explicit<Size>,
+    #[serde(default)]
+    headers_max: Explicit<Count<usize>>,
+    #[serde(default)]
+    uri_bytes_max: Explicit<Size>,
+    #[serde(default)]
+    body_bytes_max: Explicit<Size>,
+    #[serde(default)]
+    underscores: Explicit<UnderscoresName>,
+    #[serde(default)]
+    retries: Explicit<Count<u32>>,
+    #[serde(default)]
+    retry_budget_percent: Explicit<Count<u8>>,
+    #[serde(default)]
+    retry_on_timeout: Explicit<bool>,
+    #[serde(default)]
+    pool_idle_max: Explicit<Count<usize>>,
+    #[serde(default)]
+    max_requests_per_backend: Explicit<Count<u64>>,
+}
+
+impl RawHttp {
+    fn into_config(self) -> HttpConfig {
+        let d = HttpConfig::default();
+        HttpConfig {
+            header_bytes_max: self.header_bytes_max.0.map_or(d.header_bytes_max, |v| v.0),
+            headers_max: self.headers_max.0.map_or(d.headers_max, |v| v.0),
+            uri_bytes_max: self.uri_bytes_max.0.map_or(d.uri_bytes_max, |v| v.0),
+            body_bytes_max: self.body_bytes_max.0.map_or(d.body_bytes_max, |v| v.0 as u64),
+            underscores: self.underscores.0.map_or(d.underscores, |v| v.0),
+            retries: self.retries.0.map_or(d.retries, |v| v.0),
+            retry_budget_percent: self.retry_budget_percent.0.map_or(d.retry_budget_percent, |v| v.0),
+            retry_on_timeout: self.retry_on_timeout.0.unwrap_or(d.retry_on_timeout),
+            pool_idle_max: self.pool_idle_max.0.map_or(d.pool_idle_max, |v| v.0),
+            max_requests_per_backend: self.max_requests_per_backend.0.map_or(d.max_requests_per_backend, |v| v.0),
+        }
+    }
+}
+
+/// An underscore policy written as a string: `"allow"`, `"drop"` or `"reject"`.
+#[derive(Debug)]
+struct UnderscoresName(Underscores);
+
+impl<'de> Deserialize<'de> for UnderscoresName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_parsed(deserializer, "\"allow\", \"drop\" or \"reject\"", |s| {
+            super::http::parse_underscores(s).map(UnderscoresName)
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +108,16 @@ struct RawTimeouts {
     idle: Explicit<DurationText>,
     #[serde(default)]
     drain: Explicit<DurationText>,
+    #[serde(default)]
+    request_head: Explicit<DurationText>,
+    #[serde(default)]
+    keep_alive: Explicit<DurationText>,
+    #[serde(default)]
+    response: Explicit<DurationText>,
+    #[serde(default)]
+    tunnel: Explicit<DurationText>,
+    #[serde(default)]
+    pool_idle: Explicit<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,7 +247,13 @@ impl RawConfig {
                 connect: self.timeouts.connect.0.map_or(timeout_defaults.connect, |v| v.0),
                 idle: self.timeouts.idle.0.map_or(timeout_defaults.idle, |v| v.0),
                 drain: self.timeouts.drain.0.map_or(timeout_defaults.drain, |v| v.0),
+                request_head: self.timeouts.request_head.0.map_or(timeout_defaults.request_head, |v| v.0),
+                keep_alive: self.timeouts.keep_alive.0.map_or(timeout_defaults.keep_alive, |v| v.0),
+                response: self.timeouts.response.0.map_or(timeout_defaults.response, |v| v.0),
+                tunnel: self.timeouts.tunnel.0.map_or(timeout_defaults.tunnel, |v| v.0),
+                pool_idle: self.timeouts.pool_idle.0.map_or(timeout_defaults.pool_idle, |v| v.0),
             },
+            http: self.http.into_config(),
             listeners: self
                 .listeners
                 .into_iter()

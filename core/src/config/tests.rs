@@ -76,6 +76,7 @@ fn the_example_parses_with_the_documented_values() {
     assert_eq!(config.max_connections, 10_000);
     assert_eq!(config.buffer_size, 16 * 1024);
     assert_eq!(config.timeouts, Timeouts::default());
+    assert_eq!(config.http, HttpConfig::default());
     assert_eq!(
         config.listeners,
         [ListenerConfig {
@@ -135,11 +136,11 @@ fn the_example_parses_with_the_documented_values() {
         ]
     );
     assert!(config.pool("api").is_none());
-    assert_eq!(config.location("listeners[0].bind"), "config/example.ron:26:19");
+    assert_eq!(config.location("listeners[0].bind"), "config/example.ron:45:19");
     assert!(EXAMPLE
         .lines()
-        .nth(25)
-        .expect("line 26")
+        .nth(44)
+        .expect("line 45")
         .contains("bind: \"127.0.0.1:8080\""));
 }
 
@@ -369,7 +370,7 @@ fn unknown_fields_are_rejected_with_their_name() {
         &[(
             "helth_check:",
             "helth_check",
-            "Unexpected field named `helth_check` in `Config`, expected one of `workers`, `max_connections`, `buffer_size`, `timeouts`, `listeners`, or `pools` instead",
+            "Unexpected field named `helth_check` in `Config`, expected one of `workers`, `max_connections`, `buffer_size`, `timeouts`, `listeners`, `pools`, or `http` instead",
         )],
     );
     assert_problems(
@@ -651,15 +652,66 @@ fn names_are_bounded() {
 }
 
 #[test]
-fn http_mode_is_refused_until_it_lands() {
-    assert_problems(
-        &edit("pool: \"web\"", "mode: \"http\", pool: \"web\""),
-        &[(
-            "\"http\"",
-            "listeners[0].mode",
-            "mode \"http\" (L7) is not available in this build yet; it lands with the HTTP proxy. Use mode: \"tcp\"",
-        )],
+fn http_mode_and_section_are_read() {
+    let text = edit(
+        "pool: \"web\"",
+        "mode: \"http\", pool: \"web\"",
+    )
+    .replacen(
+        "(\n    listeners",
+        "(\n    http: (header_bytes_max: \"8KiB\", headers_max: 50, uri_bytes_max: \"2KiB\", body_bytes_max: \"1MiB\", \
+         underscores: \"reject\", retries: 2, retry_budget_percent: 10, retry_on_timeout: true, pool_idle_max: 8, \
+         max_requests_per_backend: 100),\n    timeouts: (request_head: \"5s\", keep_alive: \"7s\", response: \"9s\", \
+         tunnel: \"1m\", pool_idle: \"2s\"),\n    listeners",
+        1,
     );
+    let c = Config::parse(&text, "t.ron").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners[0].mode, Mode::Http);
+    assert_eq!(c.http.header_bytes_max, 8 * 1024);
+    assert_eq!(c.http.headers_max, 50);
+    assert_eq!(c.http.uri_bytes_max, 2 * 1024);
+    assert_eq!(c.http.body_bytes_max, 1024 * 1024);
+    assert_eq!(c.http.underscores, crate::http::Underscores::Reject);
+    assert_eq!(c.http.retries, 2);
+    assert_eq!(c.http.retry_budget_percent, 10);
+    assert!(c.http.retry_on_timeout);
+    assert_eq!(c.http.pool_idle_max, 8);
+    assert_eq!(c.http.max_requests_per_backend, 100);
+    assert_eq!(c.timeouts.request_head, Duration::from_secs(5));
+    assert_eq!(c.timeouts.keep_alive, Duration::from_secs(7));
+    assert_eq!(c.timeouts.response, Duration::from_secs(9));
+    assert_eq!(c.timeouts.tunnel, Duration::from_secs(60));
+    assert_eq!(c.timeouts.pool_idle, Duration::from_secs(2));
+}
+
+#[test]
+fn http_limits_are_checked() {
+    let text = VALID.replacen(
+        "(\n    listeners",
+        "(\n    http: (headers_max: 0, retries: 9, retry_budget_percent: 101, body_bytes_max: 0, \
+         max_requests_per_backend: 0, underscores: \"keep\"),\n    listeners",
+        1,
+    );
+    let e = Config::parse(&text, "t.ron").err().unwrap_or_else(|| panic!("accepted"));
+    assert!(e.to_string().contains("unknown underscore policy \"keep\""), "{e}");
+    let text = VALID.replacen(
+        "(\n    listeners",
+        "(\n    http: (headers_max: 0, retries: 9, retry_budget_percent: 101, body_bytes_max: 0, \
+         max_requests_per_backend: 0, uri_bytes_max: \"64KiB\"),\n    timeouts: (response: \"0s\"),\n    listeners",
+        1,
+    );
+    let msg = Config::parse(&text, "t.ron").err().unwrap_or_else(|| panic!("accepted")).to_string();
+    for path in [
+        "http.headers_max",
+        "http.retries",
+        "http.retry_budget_percent",
+        "http.body_bytes_max",
+        "http.max_requests_per_backend",
+        "http.uri_bytes_max",
+        "timeouts.response",
+    ] {
+        assert!(msg.contains(path), "{path} not reported in {msg}");
+    }
 }
 
 #[test]

@@ -17,11 +17,12 @@
 
 use super::health::format_range;
 use super::{
-    format_duration, format_size, CheckConfig, CheckKind, Config, Mode, PassiveConfig, BACKENDS_PER_POOL_MAX,
+    format_duration, format_size, CheckConfig, CheckKind, Config, PassiveConfig, BACKENDS_PER_POOL_MAX,
     BUFFER_BYTES_MAX, BUFFER_BYTES_MIN, CONSECUTIVE_FAILURES_MAX, EXPECT_RANGES_MAX, HEALTH_BODY_BYTES_MAX,
     HTTP_HOST_BYTES_MAX, HTTP_METHOD_BYTES_MAX, HTTP_PATH_BYTES_MAX, HTTP_STATUS_MAX, HTTP_STATUS_MIN,
     JITTER_PERCENT_MAX, LISTENERS_MAX, NAME_BYTES_MAX, POOLS_MAX, THRESHOLD_MAX, TIMEOUT_MAX, WORKERS_MAX,
 };
+use super::http::{HEADERS_MAX_LIMIT, HEADER_BYTES_MAX_LIMIT, POOL_IDLE_MAX_LIMIT, RETRIES_MAX};
 use crate::balancer::Algorithm;
 use crate::balancer::WEIGHT_MAX;
 use std::collections::BTreeMap;
@@ -111,9 +112,68 @@ fn check_process(f: &mut Findings<'_>) {
         ("connect", c.timeouts.connect),
         ("idle", c.timeouts.idle),
         ("drain", c.timeouts.drain),
+        ("request_head", c.timeouts.request_head),
+        ("keep_alive", c.timeouts.keep_alive),
+        ("response", c.timeouts.response),
+        ("tunnel", c.timeouts.tunnel),
+        ("pool_idle", c.timeouts.pool_idle),
     ];
     for (name, value) in timeouts {
         check_duration(f, format!("timeouts.{name}"), value, ZERO_TIMEOUT);
+    }
+    check_http(f);
+}
+
+/// The `http` section: every limit finite and non-zero, so that no request is refused
+/// by a limit of 0 and none can make the process allocate without bound.
+fn check_http(f: &mut Findings<'_>) {
+    let h = &f.config.http;
+    let sizes = [
+        ("header_bytes_max", h.header_bytes_max, 1024, HEADER_BYTES_MAX_LIMIT),
+        ("headers_max", h.headers_max, 1, HEADERS_MAX_LIMIT),
+        ("uri_bytes_max", h.uri_bytes_max, 16, HEADER_BYTES_MAX_LIMIT),
+        ("pool_idle_max", h.pool_idle_max, 0, POOL_IDLE_MAX_LIMIT),
+    ];
+    for (name, value, min, max) in sizes {
+        if !(min..=max).contains(&value) {
+            f.add(
+                format!("http.{name}"),
+                format!("{value} is outside the allowed range {min}..={max}"),
+            );
+        }
+    }
+    if h.uri_bytes_max > h.header_bytes_max {
+        f.add(
+            "http.uri_bytes_max".into(),
+            format!(
+                "{} is larger than header_bytes_max ({}): the request line is part of the head",
+                h.uri_bytes_max, h.header_bytes_max
+            ),
+        );
+    }
+    if h.body_bytes_max == 0 {
+        f.add(
+            "http.body_bytes_max".into(),
+            "must be at least 1 byte (requests without a body are not limited by it)".into(),
+        );
+    }
+    if h.retries > RETRIES_MAX {
+        f.add(
+            "http.retries".into(),
+            format!("{} retries is above the limit of {RETRIES_MAX}", h.retries),
+        );
+    }
+    if h.retry_budget_percent > 100 {
+        f.add(
+            "http.retry_budget_percent".into(),
+            format!("{}% is above 100%", h.retry_budget_percent),
+        );
+    }
+    if h.max_requests_per_backend == 0 {
+        f.add(
+            "http.max_requests_per_backend".into(),
+            "must be at least 1 (0 would refuse every request)".into(),
+        );
     }
 }
 
@@ -191,14 +251,6 @@ fn check_listeners(f: &mut Findings<'_>) {
         f.first_use(&mut binds, l.bind, entry.clone(), "bind", || {
             format!("bind address {}", l.bind)
         });
-        // L7 mode is parsed so that files can say it, and refused here until the HTTP
-        // proxy lands; this is the one check to remove then.
-        if l.mode == Mode::Http {
-            f.add(
-                format!("{entry}.mode"),
-                "mode \"http\" (L7) is not available in this build yet; it lands with the HTTP proxy. Use mode: \"tcp\"".into(),
-            );
-        }
         if c.pool(&l.pool).is_none() {
             let defined: Vec<String> = c.pools.iter().map(|p| format!("{:?}", p.name)).collect();
             let known = if defined.is_empty() {

@@ -2,10 +2,13 @@
 //! probe (a request whose response status is in the expected set).
 //!
 //! The HTTP probe is a minimal, strict HTTP/1.1 client: one request with
-//! `Connection: close`, a response head parsed with httparse and bounded in size, and at
-//! most `body_bytes_max` bytes of body read. The L7 proxy's codec will replace it.
+//! `Connection: close`, a response head parsed by the L7 proxy's own codec
+//! ([`crate::http::parse_response`], so a backend whose responses the proxy would refuse
+//! with a 502 fails its probe too), bounded in size, and at most `body_bytes_max` bytes of
+//! body read.
 
 use crate::config::{CheckConfig, CheckKind};
+use crate::http::{self, BodyKind, Limits};
 use crate::io::{self, Env, IoBuf, OwnedRead, OwnedWrite, Stream};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -14,6 +17,15 @@ use std::net::SocketAddr;
 const HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Most response headers a probe parses.
 const HEADERS_MAX: usize = 64;
+
+/// The codec's limits for a probe's response.
+fn limits() -> Limits {
+    Limits {
+        head_bytes_max: HEAD_BYTES_MAX,
+        headers_max: HEADERS_MAX,
+        ..Limits::default()
+    }
+}
 
 /// What one probe found: `Ok` with a short description, or `Err` with the reason.
 pub type ProbeResult = Result<String, String>;
@@ -70,13 +82,25 @@ async fn http_probe<S: Stream>(
     let (res, _) = w.write_all(IoBuf::from_vec(request.into_bytes())).await;
     res.map_err(|e| format!("request write failed: {e}"))?;
     let mut buf = IoBuf::with_capacity(HEAD_BYTES_MAX);
-    let (status, head_len, length) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(buf.bytes()) {
-            Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n, content_length(resp.headers)),
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("malformed response: {e}")),
+    let limits = limits();
+    let (status, length) = loop {
+        match http::parse_response(buf.bytes(), &limits, method == "HEAD") {
+            // Interim responses (100 Continue, 103 Early Hints) are skipped.
+            Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                buf.consume(head.head_len);
+                continue;
+            }
+            Ok(Some(head)) => {
+                buf.consume(head.head_len);
+                let length = match head.body {
+                    BodyKind::None => Some(0),
+                    BodyKind::Length(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                    BodyKind::Chunked | BodyKind::UntilClose => None,
+                };
+                break (head.status, length);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed response: {}", e.reason)),
         }
         if buf.spare_capacity() == 0 {
             return Err(format!("response head larger than {HEAD_BYTES_MAX} bytes"));
@@ -99,7 +123,7 @@ async fn http_probe<S: Stream>(
     // Content-Length: the status decides; the body is only drained so that the backend
     // sees a well-behaved client.
     let limit = length.map_or(body_bytes_max, |l| l.min(body_bytes_max));
-    let mut body = buf.len().saturating_sub(head_len);
+    let mut body = buf.len();
     buf.clear();
     while body < limit {
         let (res, b) = r.read(buf).await;
@@ -111,17 +135,4 @@ async fn http_probe<S: Stream>(
         buf.clear();
     }
     result
-}
-
-/// The Content-Length of a response head, when it has one valid value.
-fn content_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
-    let mut found = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
-        let v: usize = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
-        if found.is_some_and(|f| f != v) {
-            return None;
-        }
-        found = Some(v);
-    }
-    found
 }

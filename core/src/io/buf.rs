@@ -62,6 +62,14 @@ impl IoBuf {
         }
     }
 
+    /// The inner vector, unconsumed bytes and all (consumed ones are dropped).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.start > 0 {
+            self.compact();
+        }
+        self.data
+    }
+
     /// Drops every byte, keeping the allocation.
     pub fn clear(&mut self) {
         self.data.clear();

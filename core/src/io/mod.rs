@@ -110,6 +110,32 @@ pub trait OwnedRead: 'static {
         let _ = dst;
         None
     }
+
+    /// True when something is already waiting to be read: bytes, the peer's FIN, or an
+    /// error such as a reset. Checked without waiting and without consuming anything.
+    /// The HTTP proxy asks it of an idle pooled backend connection before reuse: a
+    /// connection the backend closed, or on which it sent bytes nobody asked for, is
+    /// not reused (HAProxy watches idle connections the same way). `false` (the
+    /// default) where a backend cannot tell; the simulation's streams say `false`.
+    fn input_pending(&self) -> bool {
+        false
+    }
+}
+
+/// [`OwnedRead::input_pending`] for a non-blocking or blocking socket: a one-byte
+/// `MSG_PEEK` that does not wait.
+pub(crate) fn socket_input_pending(sock: socket2::SockRef<'_>) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    #[cfg(target_os = "linux")]
+    let res = sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    // Off Linux the only sockets are tokio's, which are non-blocking.
+    #[cfg(not(target_os = "linux"))]
+    let res = sock.peek(&mut byte);
+    match res {
+        // Bytes (n > 0) or the peer's FIN (0).
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
 }
 
 /// Writing half of a stream (or a whole stream).

@@ -191,6 +191,10 @@ impl OwnedRead for TokioReadHalf {
         read_into(&mut self.inner, buf).await
     }
 
+    fn input_pending(&self) -> bool {
+        super::socket_input_pending(SockRef::from(self.inner.as_ref()))
+    }
+
     #[cfg(target_os = "linux")]
     fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<super::Splice<'a>> {
         Some(super::Splice::tokio(self.inner.as_ref(), tcp_of(dst)?))

@@ -1112,6 +1112,10 @@ impl OwnedRead for UringReadHalf {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
         recv(&self.sock, buf).await
     }
+
+    fn input_pending(&self) -> bool {
+        super::socket_input_pending(self.sock.socket_ref())
+    }
 }
 
 /// Writing half of a [`UringStream`]; aborting it makes the final close an RST.

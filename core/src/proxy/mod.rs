@@ -15,6 +15,7 @@
 //! count, touched by one thread only.
 
 pub mod drain;
+pub mod http;
 pub mod tcp;
 
 pub use drain::DrainSignal;
@@ -52,6 +53,8 @@ pub struct PoolStats {
     /// Connections cut at a drain deadline after a reload removed (or set to weight 0)
     /// their backend.
     pub drained_cut_total: AtomicU64,
+    /// HTTP requests, retries, pool reuse and errors (`http` listeners only).
+    pub http: http::HttpStats,
 }
 
 /// A pool: its backends, the balancing state over them, and their health. Index `i` of
@@ -180,6 +183,10 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Forwarding settings.
     pub settings: TcpSettings,
+    /// What the listener proxies: its mode never changes across reloads.
+    pub mode: Mode,
+    /// Limits, timeouts, retries and pooling of an `http` listener.
+    pub http: http::HttpSettings,
     /// The configuration generation this route belongs to.
     pub generation: u64,
 }
@@ -354,9 +361,10 @@ impl Shared {
             return Err("the listeners changed; that needs a restart".to_string());
         }
         // Checked before anything changes, so that `routes` below cannot fail once old
-        // monitors are retired: every listener is TCP and its pool exists in `config`.
-        for l in &config.listeners {
-            if l.mode != Mode::Tcp || config.pool(&l.pool).is_none() {
+        // monitors are retired: every listener keeps its mode and its pool exists in
+        // `config`.
+        for (l, old) in config.listeners.iter().zip(&self.listeners) {
+            if l.mode != old.route().mode || config.pool(&l.pool).is_none() {
                 return Err(format!(
                     "listener {}: mode {} over pool {} cannot be served",
                     l.name, l.mode, l.pool
@@ -426,16 +434,14 @@ impl Shared {
 /// Every listener's route over `pools` (built from `config`, in its order).
 fn routes(config: &Config, pools: &[Arc<Pool>], generation: u64) -> Result<Vec<Route>, String> {
     let settings = TcpSettings::of(config);
+    let http = http::HttpSettings {
+        http: config.http,
+        timeouts: config.timeouts,
+    };
     config
         .listeners
         .iter()
         .map(|l| {
-            if l.mode != Mode::Tcp {
-                return Err(format!(
-                    "listener {}: only mode \"tcp\" is available in this build",
-                    l.name
-                ));
-            }
             let pool = pools
                 .iter()
                 .find(|p| p.name == l.pool)
@@ -443,6 +449,8 @@ fn routes(config: &Config, pools: &[Arc<Pool>], generation: u64) -> Result<Vec<R
             Ok(Route {
                 pool: pool.clone(),
                 settings,
+                mode: l.mode,
+                http,
                 generation,
             })
         })

@@ -28,7 +28,8 @@
 //! keeps that pool generation and those timeouts for its whole life, whatever reloads
 //! happen meanwhile.
 
-use super::{ConnPermit, ListenerShared, Shutdown, Worker};
+use super::{http, ConnPermit, ListenerShared, Shutdown, Worker};
+use crate::config::Mode;
 use crate::balancer::PickKey;
 use crate::io::{
     self, race, Either, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Pipe, PipePool, Splice, Stream,
@@ -108,6 +109,18 @@ pub async fn serve<E: Env>(
 ) {
     let mut last_warn: Option<Instant> = None;
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    // An `http` listener keeps idle backend connections for reuse, per worker; a
+    // sweeper closes the expired ones until shutdown.
+    let http = shared.route().mode == Mode::Http;
+    let upstreams: Rc<http::Upstreams<E>> = Rc::new(http::Upstreams::new());
+    if http {
+        env.spawn(http::sweep_upstreams(
+            env.clone(),
+            upstreams.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
     loop {
         // 1. Room under the connection limit, or a pause until some frees up. Checked
         // before accepting, so that at the limit new connections wait in the backlog.
@@ -137,12 +150,25 @@ pub async fn serve<E: Env>(
                 let shared2 = shared.clone();
                 let open = worker.track();
                 let worker2 = worker.clone();
-                env.spawn(async move {
-                    let outcome = proxy_connection(&env2, stream, peer, &shared2, &worker2).await;
-                    tracing::debug!(listener = %shared2.name, %peer, ?outcome, "connection closed");
-                    drop(open);
-                    drop::<ConnPermit>(permit);
-                });
+                if http {
+                    let upstreams = upstreams.clone();
+                    let shutdown = shutdown.clone();
+                    env.spawn(async move {
+                        let outcome =
+                            http::serve_connection(&env2, stream, peer, &shared2, &worker2, &upstreams, &shutdown)
+                                .await;
+                        tracing::debug!(listener = %shared2.name, %peer, ?outcome, "connection closed");
+                        drop(open);
+                        drop::<ConnPermit>(permit);
+                    });
+                } else {
+                    env.spawn(async move {
+                        let outcome = proxy_connection(&env2, stream, peer, &shared2, &worker2).await;
+                        tracing::debug!(listener = %shared2.name, %peer, ?outcome, "connection closed");
+                        drop(open);
+                        drop::<ConnPermit>(permit);
+                    });
+                }
             }
             Err(e) => {
                 // Out of file descriptors or a transient network error: back off without
@@ -319,7 +345,7 @@ enum DirEnd {
 }
 
 /// How the whole pump ended.
-enum PumpEnd {
+pub(super) enum PumpEnd {
     Done {
         bytes_up: u64,
         bytes_down: u64,
@@ -333,7 +359,7 @@ enum PumpEnd {
 
 /// Splicing for one connection: the threshold and the worker's pipe pool.
 #[derive(Clone, Copy)]
-struct SpliceCtx<'a> {
+pub(super) struct SpliceCtx<'a> {
     after: u64,
     pool: &'a PipePool,
 }
@@ -451,8 +477,26 @@ async fn pump<E: Env, S: Stream, B: Stream>(
     splice: Option<SpliceCtx<'_>>,
     drain: impl Future<Output = ()>,
 ) -> (PumpEnd, IoBuf, IoBuf) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut br, mut bw) = backend.into_split();
+    let (cr, cw) = client.into_split();
+    let (br, bw) = backend.into_split();
+    pump_split(env, (cr, cw), (br, bw), up, down, idle_timeout, splice, drain).await
+}
+
+/// [`pump`] over halves already split: the client's `(read, write)` and the backend's.
+/// The HTTP proxy uses it for upgraded (WebSocket) connections.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn pump_split<E: Env, CR: OwnedRead, CW: OwnedWrite, BR: OwnedRead, BW: OwnedWrite>(
+    env: &E,
+    client: (CR, CW),
+    backend: (BR, BW),
+    up: IoBuf,
+    down: IoBuf,
+    idle_timeout: Duration,
+    splice: Option<SpliceCtx<'_>>,
+    drain: impl Future<Output = ()>,
+) -> (PumpEnd, IoBuf, IoBuf) {
+    let (mut cr, mut cw) = client;
+    let (mut br, mut bw) = backend;
     let mut up_slot = Some(up);
     let mut down_slot = Some(down);
     let mut up_pipe = None;
