@@ -15,9 +15,8 @@ use super::health::{parse_expect, timeout_default_for};
 use super::validate::Finding;
 use super::{
     parse_addr, parse_duration, parse_size, AllDown, BackendConfig, CheckConfig, CheckKind, Config, HttpConfig,
-    ListenerConfig,
-    Mode, PassiveConfig, PoolConfig, PoolHealth, Provenance, Timeouts, HEALTH_BODY_BYTES_DEFAULT, HTTP_EXPECT_DEFAULT,
-    HTTP_METHOD_DEFAULT, HTTP_PATH_DEFAULT,
+    ListenerConfig, Mode, PassiveConfig, PoolConfig, PoolHealth, Provenance, Timeouts, HEALTH_BODY_BYTES_DEFAULT,
+    HTTP_EXPECT_DEFAULT, HTTP_METHOD_DEFAULT, HTTP_PATH_DEFAULT,
 };
 use crate::balancer::{Algorithm, WEIGHT_MAX};
 use crate::http::Underscores;
@@ -82,7 +81,10 @@ impl RawHttp {
             retry_budget_percent: self.retry_budget_percent.0.map_or(d.retry_budget_percent, |v| v.0),
             retry_on_timeout: self.retry_on_timeout.0.unwrap_or(d.retry_on_timeout),
             pool_idle_max: self.pool_idle_max.0.map_or(d.pool_idle_max, |v| v.0),
-            max_requests_per_backend: self.max_requests_per_backend.0.map_or(d.max_requests_per_backend, |v| v.0),
+            max_requests_per_backend: self
+                .max_requests_per_backend
+                .0
+                .map_or(d.max_requests_per_backend, |v| v.0),
         }
     }
 }
@@ -247,7 +249,11 @@ impl RawConfig {
                 connect: self.timeouts.connect.0.map_or(timeout_defaults.connect, |v| v.0),
                 idle: self.timeouts.idle.0.map_or(timeout_defaults.idle, |v| v.0),
                 drain: self.timeouts.drain.0.map_or(timeout_defaults.drain, |v| v.0),
-                request_head: self.timeouts.request_head.0.map_or(timeout_defaults.request_head, |v| v.0),
+                request_head: self
+                    .timeouts
+                    .request_head
+                    .0
+                    .map_or(timeout_defaults.request_head, |v| v.0),
                 keep_alive: self.timeouts.keep_alive.0.map_or(timeout_defaults.keep_alive, |v| v.0),
                 response: self.timeouts.response.0.map_or(timeout_defaults.response, |v| v.0),
                 tunnel: self.timeouts.tunnel.0.map_or(timeout_defaults.tunnel, |v| v.0),

@@ -692,7 +692,9 @@ fn http_limits_are_checked() {
          max_requests_per_backend: 0, underscores: \"keep\"),\n    listeners",
         1,
     );
-    let e = Config::parse(&text, "t.ron").err().unwrap_or_else(|| panic!("accepted"));
+    let e = Config::parse(&text, "t.ron")
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
     assert!(e.to_string().contains("unknown underscore policy \"keep\""), "{e}");
     let text = VALID.replacen(
         "(\n    listeners",
@@ -700,7 +702,10 @@ fn http_limits_are_checked() {
          max_requests_per_backend: 0, uri_bytes_max: \"64KiB\"),\n    timeouts: (response: \"0s\"),\n    listeners",
         1,
     );
-    let msg = Config::parse(&text, "t.ron").err().unwrap_or_else(|| panic!("accepted")).to_string();
+    let msg = Config::parse(&text, "t.ron")
+        .err()
+        .unwrap_or_else(|| panic!("accepted"))
+        .to_string();
     for path in [
         "http.headers_max",
         "http.retries",

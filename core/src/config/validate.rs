@@ -16,13 +16,13 @@
 //! value that was written.
 
 use super::health::format_range;
+use super::http::{HEADERS_MAX_LIMIT, HEADER_BYTES_MAX_LIMIT, POOL_IDLE_MAX_LIMIT, RETRIES_MAX};
 use super::{
     format_duration, format_size, CheckConfig, CheckKind, Config, PassiveConfig, BACKENDS_PER_POOL_MAX,
     BUFFER_BYTES_MAX, BUFFER_BYTES_MIN, CONSECUTIVE_FAILURES_MAX, EXPECT_RANGES_MAX, HEALTH_BODY_BYTES_MAX,
     HTTP_HOST_BYTES_MAX, HTTP_METHOD_BYTES_MAX, HTTP_PATH_BYTES_MAX, HTTP_STATUS_MAX, HTTP_STATUS_MIN,
     JITTER_PERCENT_MAX, LISTENERS_MAX, NAME_BYTES_MAX, POOLS_MAX, THRESHOLD_MAX, TIMEOUT_MAX, WORKERS_MAX,
 };
-use super::http::{HEADERS_MAX_LIMIT, HEADER_BYTES_MAX_LIMIT, POOL_IDLE_MAX_LIMIT, RETRIES_MAX};
 use crate::balancer::Algorithm;
 use crate::balancer::WEIGHT_MAX;
 use std::collections::BTreeMap;

@@ -203,9 +203,7 @@ impl<E: Env> Upstreams<E> {
             // A connection on which the backend closed, reset or sent unasked-for bytes
             // while it was idle is dropped: those bytes must never be read as the next
             // request's response.
-            if now.saturating_duration_since(p.since) < max_idle
-                && p.drain.deadline().is_none()
-                && !p.r.input_pending()
+            if now.saturating_duration_since(p.since) < max_idle && p.drain.deadline().is_none() && !p.r.input_pending()
             {
                 return Some((p.r, p.w));
             }
@@ -501,7 +499,10 @@ async fn refuse<E: Env>(env: &E, c: &mut Client<E>, status: u16, worker: &Worker
     let mut out = Vec::with_capacity(160);
     http::error_response(status, &mut out);
     let deadline = env.now() + LINGER;
-    if io::timeout_at(env, deadline, write_bytes(&mut c.w, out)).await.is_none() {
+    if io::timeout_at(env, deadline, write_bytes(&mut c.w, out))
+        .await
+        .is_none()
+    {
         give_back(worker, c);
         return;
     }
@@ -659,8 +660,7 @@ async fn exchange<E: Env>(
                             break;
                         }
                         None => {
-                            pool.health
-                                .report_connect(idx, false, "connect timed out", env.now());
+                            pool.health.report_connect(idx, false, "connect timed out", env.now());
                             tracing::warn!(pool = %pool.name, backend = %target.name, "connect timed out; trying the next backend");
                             break;
                         }
@@ -866,7 +866,9 @@ enum UpEnd {
 enum HeadEnd {
     Head(Box<ResponseHead>),
     /// Closed or reset before a whole head; `bytes` says whether any byte came.
-    Closed { bytes: bool },
+    Closed {
+        bytes: bool,
+    },
     Bad,
     /// Writing a relayed 100 Continue to the client failed.
     ClientGone,
@@ -948,7 +950,8 @@ async fn attempt_on<E: Env>(
                     no_response_byte: !bytes,
                 };
             }
-            pool.health.report_connect(idx, false, "closed before responding", env.now());
+            pool.health
+                .report_connect(idx, false, "closed before responding", env.now());
             return Attempt::Failed {
                 failure: Failure::Reset,
                 written: true,
@@ -1431,7 +1434,14 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
 
 /// Runs an upgraded connection as a tunnel: bytes both ways, FIN passed on, closed after
 /// `timeouts.tunnel` without traffic, cut by a drain or shutdown.
-async fn tunnel<E: Env>(env: &E, mut c: Client<E>, upgraded: Upgraded<E>, pool: &Pool, s: &HttpSettings, worker: &Worker) {
+async fn tunnel<E: Env>(
+    env: &E,
+    mut c: Client<E>,
+    upgraded: Upgraded<E>,
+    pool: &Pool,
+    s: &HttpSettings,
+    worker: &Worker,
+) {
     let Upgraded {
         br,
         mut bw,
@@ -1472,7 +1482,8 @@ async fn tunnel<E: Env>(env: &E, mut c: Client<E>, upgraded: Upgraded<E>, pool: 
         )
         .await;
     };
-    let (_, up, down) = super::tcp::pump_split(env, (c.r, c.w), (br, bw), up, down, s.timeouts.tunnel, None, drain).await;
+    let (_, up, down) =
+        super::tcp::pump_split(env, (c.r, c.w), (br, bw), up, down, s.timeouts.tunnel, None, drain).await;
     worker.give_buffer(up);
     worker.give_buffer(down);
 }
