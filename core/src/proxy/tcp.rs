@@ -29,8 +29,8 @@
 //! happen meanwhile.
 
 use super::{http, ConnPermit, ListenerShared, Shutdown, Worker};
-use crate::config::Mode;
 use crate::balancer::PickKey;
+use crate::config::Mode;
 use crate::io::{
     self, race, Either, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Pipe, PipePool, Splice, Stream,
 };
