@@ -35,7 +35,7 @@
 //! same code path as the binary's SIGHUP; `Reload`'s configuration text takes `${HOST}`
 //! too, and is substituted (not parsed) before the run: a bad one is a test of D6.
 
-use gobalancer::config::{parse_duration, Config, Mode};
+use gobalancer::config::{parse_duration, Config};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -731,12 +731,6 @@ pub fn prepare(scenario: Scenario, origin: &str, src: Option<&str>) -> Result<Pr
         },
     };
     let l = &config.listeners[listener];
-    if l.mode != Mode::Tcp {
-        p.push(format!(
-            "{origin}: balancer.listener {:?} is mode {}; the simulation drives the L4 proxy only",
-            l.name, l.mode
-        ));
-    }
     let Some(pool) = config.pools.iter().position(|q| q.name == l.pool) else {
         return Err(ScenarioError {
             problems: vec![format!("{origin}: listener {:?} has no pool", l.name)],

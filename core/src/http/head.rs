@@ -212,7 +212,24 @@ enum Name {
     Other,
 }
 
+/// What `name` is, compared exactly (ASCII case-insensitive): the meaning the framing
+/// and Host checks use.
 fn classify(name: &[u8]) -> Name {
+    classify_by(name, |a, b| a.eq_ignore_ascii_case(b))
+}
+
+/// What `name` could be read as by a backend that takes `_` for `-` (A21): under
+/// [`Underscores::Allow`], `Transfer_Encoding` or `X_Forwarded_For` is forwarded only
+/// if this says [`Name::Other`], so that the policy never lets a framing, Host,
+/// hop-by-hop or forwarding field through in disguise.
+fn classify_loose(name: &[u8]) -> Name {
+    let loose = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    classify_by(name, |a, b| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| loose(*x) == loose(*y))
+    })
+}
+
+fn classify_by(name: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> Name {
     // `Close` is a reserved field name (RFC 9110 §16.3.2.2), so that it never clashes
     // with the `close` connection option: a field by that name is never forwarded.
     const HOP: [&[u8]; 6] = [
@@ -229,7 +246,7 @@ fn classify(name: &[u8]) -> Name {
         b"x-forwarded-host",
         b"forwarded",
     ];
-    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    let is = |s: &[u8]| eq(name, s);
     if is(b"host") {
         Name::Host
     } else if is(b"content-length") {
@@ -338,8 +355,10 @@ fn named_by_connection(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
 /// Framing fields and Host are classified before Connection is looked at, so
 /// `Connection: content-length` or `Connection: host` change nothing (A19): we write
 /// those ourselves anyway.
+///
+/// The comparison is [`classify_loose`]: for names without `_` it is the exact one.
 fn forwarded(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
-    classify(name) == Name::Other && !named_by_connection(headers, name)
+    classify_loose(name) == Name::Other && !named_by_connection(headers, name)
 }
 
 /// The head parsed by httparse, or what to answer.

@@ -8,9 +8,29 @@
 //! [`encode_chunk_header`] / [`encode_last_chunk`] put it back, so raw client framing
 //! bytes never reach a pooled backend connection.
 //!
-//! Every rejection is a [`Reject`]: the status to answer (400, 413, 414, 431, 501 for a
+//! Every rejection is a [`Reject`]: the status to answer (400, 405, 414, 431, 501 for a
 //! request; the proxy answers 502 for any response rejection) and a short reason for the
 //! log. A rejected message is never forwarded, and its connection is closed.
+//!
+//! The choices RELIABILITY.md section A leaves open, decided once here:
+//!
+//! - CL+TE is refused (400), never repaired (A1). Two Content-Length fields are refused
+//!   even when equal, and so is any list (`5, 5` too) (A3, A4).
+//! - Transfer-Encoding must be exactly one field, exactly `chunked` (OWS around it is
+//!   fine). A lone registered coding (`gzip`, `identity`, ...) gets 501; anything else
+//!   (`xchunked`, `chunked;ext=1`, lists) 400 (A6, A7). TE on HTTP/1.0: 400 (A8).
+//! - Bare LF is refused like bare CR, in heads and chunked framing (400; 502 for a
+//!   response).
+//! - An empty Host is refused, as is a second Host even when equal (A15). An absolute
+//!   form's authority becomes Host; a Host that differs from it is refused.
+//! - CONNECT: 405 (A16). `h2c`/`h2` upgrades are stripped, the first other protocol is
+//!   forwarded (A17); an Upgrade in HTTP/1.0 is ignored.
+//! - Underscore names (A21): per [`Underscores`]; even `Allow` never forwards a name
+//!   that reads as a framing, Host, hop-by-hop or forwarding field once `_` is read as
+//!   `-` (`Transfer_Encoding`, `X_Forwarded_For`).
+//! - `Expect` is forwarded whatever its value; `100-continue` is flagged.
+//! - Responses: only exactly `chunked` is accepted as Transfer-Encoding (`gzip,
+//!   chunked` is refused: we do not forward codings we cannot check).
 
 mod body;
 mod head;
@@ -31,8 +51,9 @@ use std::fmt;
 /// Why a message was refused: the status to answer and a reason for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reject {
-    /// 400, 413, 414, 431 or 501 for requests; for responses the proxy answers 502
-    /// whatever this says.
+    /// 400, 405, 414, 431 or 501 for requests (413 is the proxy's, for bodies); for
+    /// responses it is 502, and the proxy answers 502 whatever this says. 400 or 431
+    /// for chunked framing errors, 500 for a value of ours the writer refuses.
     pub status: u16,
     /// Short, static, for logs and tests.
     pub reason: &'static str,

@@ -50,6 +50,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -178,20 +179,22 @@ struct Pooled<E: Env> {
 /// closed by the backend.
 pub struct Upstreams<E: Env> {
     idle: RefCell<BTreeMap<SocketAddr, Vec<Pooled<E>>>>,
-}
-
-impl<E: Env> Default for Upstreams<E> {
-    fn default() -> Self {
-        Upstreams {
-            idle: RefCell::new(BTreeMap::new()),
-        }
-    }
+    /// Counts the idle connections of every pool of the worker.
+    worker: Rc<Worker>,
 }
 
 impl<E: Env> Upstreams<E> {
-    /// An empty pool.
-    pub fn new() -> Upstreams<E> {
-        Upstreams::default()
+    /// An empty pool, counted on `worker`.
+    pub fn new(worker: Rc<Worker>) -> Upstreams<E> {
+        Upstreams {
+            idle: RefCell::new(BTreeMap::new()),
+            worker,
+        }
+    }
+
+    /// Keeps the worker's count in step after `list` changed from `before` entries.
+    fn recount(&self, before: usize, after: usize) {
+        self.worker.set_pooled_idle(after, before);
     }
 
     /// An idle connection to `addr` younger than `max_idle` on a backend that is not
@@ -199,6 +202,14 @@ impl<E: Env> Upstreams<E> {
     fn checkout(&self, addr: SocketAddr, now: Instant, max_idle: Duration) -> Option<(Rd<E>, Wr<E>)> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
+        let before = list.len();
+        let found = Self::take_usable(list, now, max_idle);
+        self.recount(before, list.len());
+        found
+    }
+
+    /// Pops the most recent usable connection of `list`, dropping unusable ones.
+    fn take_usable(list: &mut Vec<Pooled<E>>, now: Instant, max_idle: Duration) -> Option<(Rd<E>, Wr<E>)> {
         while let Some(p) = list.pop() {
             // A connection on which the backend closed, reset or sent unasked-for bytes
             // while it was idle is dropped: those bytes must never be read as the next
@@ -217,14 +228,22 @@ impl<E: Env> Upstreams<E> {
         let list = idle.entry(addr).or_default();
         if list.len() < max {
             list.push(conn);
+            self.recount(0, 1);
         }
     }
 
-    /// Closes connections idle for `max_idle` or more, and those of draining backends.
+    /// Closes connections idle for `max_idle` or more, those of draining backends, and
+    /// those the backend closed or wrote to.
     pub fn sweep(&self, now: Instant, max_idle: Duration) {
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|p| now.saturating_duration_since(p.since) < max_idle && p.drain.deadline().is_none());
+            let before = list.len();
+            list.retain(|p| {
+                now.saturating_duration_since(p.since) < max_idle
+                    && p.drain.deadline().is_none()
+                    && !p.r.input_pending()
+            });
+            self.worker.set_pooled_idle(list.len(), before);
         }
         idle.retain(|_, l| !l.is_empty());
     }
@@ -236,14 +255,16 @@ impl<E: Env> Upstreams<E> {
 
     /// Closes every idle connection.
     pub fn clear(&self) {
+        let before = self.idle_count();
         self.idle.borrow_mut().clear();
+        self.recount(before, 0);
     }
 }
 
 /// Sweeps `upstreams` every second until `shutdown`, then closes what is left.
 pub async fn sweep_upstreams<E: Env>(
     env: E,
-    upstreams: std::rc::Rc<Upstreams<E>>,
+    upstreams: Rc<Upstreams<E>>,
     shared: Arc<ListenerShared>,
     mut shutdown: Shutdown,
 ) {

@@ -495,6 +495,8 @@ pub struct Worker {
     open: Cell<usize>,
     /// Splice settings and the pipe pool, when splicing is on.
     splice: Option<(u64, PipePool)>,
+    /// Idle backend connections kept by this worker's HTTP upstream pools.
+    pooled_idle: Cell<usize>,
     /// Fired when the shutdown drain deadline passes: every open connection is reset.
     cut: Shutdown,
     cut_trigger: ShutdownTrigger,
@@ -517,6 +519,7 @@ impl Worker {
             buffer_size,
             buffers_kept_max,
             open: Cell::new(0),
+            pooled_idle: Cell::new(0),
             splice: splice.map(|s| (s.after, PipePool::new(s.pipes_max, buffer_size))),
             cut: cut_signal,
             cut_trigger,
@@ -561,6 +564,18 @@ impl Worker {
     /// Idle buffers held by the pool.
     pub fn pooled_buffers(&self) -> usize {
         self.buffers.borrow().len()
+    }
+
+    /// Idle backend connections held for reuse by this worker's `http` listeners. The
+    /// simulation's conservation check allows this many established streams at rest.
+    pub fn pooled_idle_connections(&self) -> usize {
+        self.pooled_idle.get()
+    }
+
+    /// Records a change in the number of pooled idle connections.
+    pub(crate) fn set_pooled_idle(&self, delta_in: usize, delta_out: usize) {
+        self.pooled_idle
+            .set((self.pooled_idle.get() + delta_in).saturating_sub(delta_out));
     }
 
     /// Client connections open on this worker.

@@ -112,7 +112,7 @@ pub async fn serve<E: Env>(
     // An `http` listener keeps idle backend connections for reuse, per worker; a
     // sweeper closes the expired ones until shutdown.
     let http = shared.route().mode == Mode::Http;
-    let upstreams: Rc<http::Upstreams<E>> = Rc::new(http::Upstreams::new());
+    let upstreams: Rc<http::Upstreams<E>> = Rc::new(http::Upstreams::new(worker.clone()));
     if http {
         env.spawn(http::sweep_upstreams(
             env.clone(),
