@@ -172,6 +172,9 @@ pub struct Timeouts {
     /// HTTP: from a request's first byte to the end of its head (HAProxy's `timeout
     /// http-request`): a slowloris client gets 408 at this deadline however it trickles.
     pub request_head: Duration,
+    /// HTTP: from the end of a request head to the end of its body: a client trickling
+    /// its body (RUDY) gets 408 at this deadline however it trickles.
+    pub request_body: Duration,
     /// HTTP: how long a keep-alive client connection may wait for the first byte of its
     /// next request (HAProxy's `timeout http-keep-alive`); closed silently after it.
     pub keep_alive: Duration,
@@ -190,13 +193,14 @@ pub struct Timeouts {
 impl Default for Timeouts {
     /// 3s, 60s, 30s: HAProxy's usual `timeout connect` and a minute of idle time; for
     /// HTTP, 10 s for a request head, 15 s of keep-alive, 30 s for a response head, an
-    /// hour for a tunnel and 4 s for a pooled connection.
+    /// hour for a tunnel, 4 s for a pooled connection and 5 minutes for a request body.
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(3),
             idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
             request_head: Duration::from_secs(10),
+            request_body: Duration::from_secs(300),
             keep_alive: Duration::from_secs(15),
             response: Duration::from_secs(30),
             tunnel: Duration::from_secs(3600),

@@ -113,6 +113,8 @@ struct RawTimeouts {
     #[serde(default)]
     request_head: Explicit<DurationText>,
     #[serde(default)]
+    request_body: Explicit<DurationText>,
+    #[serde(default)]
     keep_alive: Explicit<DurationText>,
     #[serde(default)]
     response: Explicit<DurationText>,
@@ -254,6 +256,11 @@ impl RawConfig {
                     .request_head
                     .0
                     .map_or(timeout_defaults.request_head, |v| v.0),
+                request_body: self
+                    .timeouts
+                    .request_body
+                    .0
+                    .map_or(timeout_defaults.request_body, |v| v.0),
                 keep_alive: self.timeouts.keep_alive.0.map_or(timeout_defaults.keep_alive, |v| v.0),
                 response: self.timeouts.response.0.map_or(timeout_defaults.response, |v| v.0),
                 tunnel: self.timeouts.tunnel.0.map_or(timeout_defaults.tunnel, |v| v.0),

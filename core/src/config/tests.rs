@@ -136,11 +136,11 @@ fn the_example_parses_with_the_documented_values() {
         ]
     );
     assert!(config.pool("api").is_none());
-    assert_eq!(config.location("listeners[0].bind"), "config/example.ron:45:19");
+    assert_eq!(config.location("listeners[0].bind"), "config/example.ron:46:19");
     assert!(EXAMPLE
         .lines()
-        .nth(44)
-        .expect("line 45")
+        .nth(45)
+        .expect("line 46")
         .contains("bind: \"127.0.0.1:8080\""));
 }
 

@@ -113,6 +113,7 @@ fn check_process(f: &mut Findings<'_>) {
         ("idle", c.timeouts.idle),
         ("drain", c.timeouts.drain),
         ("request_head", c.timeouts.request_head),
+        ("request_body", c.timeouts.request_body),
         ("keep_alive", c.timeouts.keep_alive),
         ("response", c.timeouts.response),
         ("tunnel", c.timeouts.tunnel),

@@ -63,6 +63,11 @@ const IDLE_READ_BYTES: usize = 1024;
 const LINGER: Duration = Duration::from_millis(500);
 /// How many bytes a lingering close reads at most.
 const LINGER_BYTES: usize = 256 * 1024;
+/// Re-framed body bytes gathered before a write, at most (about): bounds the memory a
+/// body of many small chunks can take, while writing them in few system calls.
+const PENDING_FLUSH_BYTES: usize = 64 * 1024;
+/// A streamed request (head and body) is kept for a retry while it is at most this long.
+const REPLAY_BYTES_MAX: usize = 64 * 1024;
 /// Retry tokens are counted in thousandths of a retry.
 const TOKEN: i64 = 1000;
 /// A quiet pool can always retry this many requests in a row, whatever the budget.
@@ -619,14 +624,15 @@ async fn exchange<E: Env>(
 ) -> Next<E> {
     let stats = &pool.stats.http;
     // 1. The body: refused above the limit, buffered when it is already whole.
-    let Some(buf) = c.buf.as_mut() else {
-        return Next::Abort;
-    };
     if let BodyKind::Length(n) = head.body {
         if n > s.http.body_bytes_max {
             return Next::Refuse(413);
         }
     }
+    let body_deadline = env.now() + s.timeouts.request_body;
+    let Some(buf) = c.buf.as_mut() else {
+        return Next::Abort;
+    };
     let mut out = match prepare(head, peer, buf, s) {
         Ok(o) => o,
         Err(status) => return Next::Refuse(status),
@@ -688,7 +694,21 @@ async fn exchange<E: Env>(
                     }
                 }
             };
-            let attempt = attempt_on(env, c, head, &mut out, br, bw, pool, idx, s, worker, upstreams).await;
+            let attempt = attempt_on(
+                env,
+                c,
+                head,
+                &mut out,
+                br,
+                bw,
+                pool,
+                idx,
+                s,
+                worker,
+                upstreams,
+                body_deadline,
+            )
+            .await;
             match attempt {
                 Attempt::Over(next) => return next,
                 Attempt::Failed {
@@ -909,6 +929,7 @@ async fn attempt_on<E: Env>(
     s: &HttpSettings,
     worker: &Worker,
     upstreams: &Upstreams<E>,
+    body_deadline: Instant,
 ) -> Attempt<E> {
     let Some(target) = pool.targets.get(idx) else {
         return Attempt::Failed {
@@ -918,9 +939,15 @@ async fn attempt_on<E: Env>(
         };
     };
     let limits = s.limits();
-    // 1. The head (and buffered body).
+    // 1. The head (and buffered body). A streamed request is copied as it goes, while it
+    // fits in `REPLAY_BYTES_MAX`: whole, it can be sent again like a buffered one.
+    let mut replay: Option<Vec<u8>> = None;
     let first = if out.upload.is_some() {
-        std::mem::take(&mut out.first)
+        let first = std::mem::take(&mut out.first);
+        if first.len() <= REPLAY_BYTES_MAX {
+            replay = Some(first.clone());
+        }
+        first
     } else {
         out.first.clone()
     };
@@ -936,14 +963,23 @@ async fn attempt_on<E: Env>(
     // 2. The streamed body and the response head, at once.
     let deadline = Cell::new(match upload {
         Upload::Done => env.now() + s.timeouts.response,
-        _ => env.now() + s.timeouts.idle,
+        _ => (env.now() + s.timeouts.idle).min(body_deadline),
     });
     let mut up_end: Option<UpEnd> = match upload {
         Upload::Done => Some(UpEnd::Done),
         _ => None,
     };
     let got = {
-        let up = stream_body(env, &mut c.r, &mut c.buf, &mut bw, upload, s, &deadline);
+        let up = stream_body(
+            env,
+            &mut c.r,
+            &mut c.buf,
+            &mut bw,
+            upload,
+            s,
+            (&deadline, body_deadline),
+            &mut replay,
+        );
         let down = read_response_head(env, &mut br, &mut bbuf, &mut c.w, head, &limits);
         let watchdog = async {
             loop {
@@ -960,6 +996,10 @@ async fn attempt_on<E: Env>(
         })
         .await
     };
+    if let (Some(UpEnd::Done), Some(whole)) = (up_end, replay) {
+        out.first = whole;
+        out.replayable = true;
+    }
     let resp = match got {
         Phase::Head(HeadEnd::Head(r)) => r,
         Phase::Head(HeadEnd::Closed { bytes }) => {
@@ -1204,7 +1244,10 @@ async fn head_phase(
 }
 
 /// Streams the rest of the request body from the client to the backend, with our
-/// framing. Each byte moved pushes `deadline` to `timeouts.idle` from now.
+/// framing. Each byte moved pushes `deadline` to `timeouts.idle` from now, never past
+/// `body_deadline`. What is written is appended to `replay` while it fits
+/// [`REPLAY_BYTES_MAX`]; past that, `replay` becomes `None`.
+#[allow(clippy::too_many_arguments)]
 async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     env: &E,
     cr: &mut R,
@@ -1212,9 +1255,12 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     bw: &mut W,
     upload: Upload,
     s: &HttpSettings,
-    deadline: &Cell<Instant>,
+    (deadline, body_deadline): (&Cell<Instant>, Instant),
+    replay: &mut Option<Vec<u8>>,
 ) -> UpEnd {
     let idle = s.timeouts.idle;
+    // Each byte moves the watchdog to `idle` from now, never past the body's deadline.
+    let push = |now: Instant| deadline.set((now + idle).min(body_deadline));
     let (mut remaining, mut dec) = match upload {
         Upload::Done => return UpEnd::Done,
         Upload::Length { remaining } => (remaining, None),
@@ -1261,14 +1307,20 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
             }
         }
         inb.consume(consumed);
-        if !pending.is_empty() {
+        // Many small chunks in one read go out in one write.
+        let read_next = consumed == 0 || inb.is_empty();
+        if !pending.is_empty() && (done || read_next || pending.len() >= PENDING_FLUSH_BYTES) {
+            match replay {
+                Some(r) if r.len() + pending.len() <= REPLAY_BYTES_MAX => r.extend_from_slice(&pending),
+                _ => *replay = None,
+            }
             let (res, buf) = bw.write_all(IoBuf::from_vec(std::mem::take(&mut pending))).await;
             if res.is_err() {
                 return UpEnd::BackendFailed;
             }
             pending = buf.into_vec();
             pending.clear();
-            deadline.set(env.now() + idle);
+            push(env.now());
         }
         if done {
             return UpEnd::Done;
@@ -1276,7 +1328,7 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
         if consumed == 0 || cbuf.as_ref().is_some_and(IoBuf::is_empty) {
             match read_into(cr, cbuf).await {
                 Ok(0) | Err(_) => return UpEnd::Client(400),
-                Ok(_) => deadline.set(env.now() + idle),
+                Ok(_) => push(env.now()),
             }
         }
     }
@@ -1421,7 +1473,9 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
                 http::encode_last_chunk(dec.as_ref().map_or(&[][..], |d| d.trailers()), &mut pending);
             }
             inb.consume(consumed);
-            if !pending.is_empty() {
+            // Many small chunks in one read go out in one write.
+            let read_next = consumed == 0 || inb.is_empty();
+            if !pending.is_empty() && (done || read_next || pending.len() >= PENDING_FLUSH_BYTES) {
                 let (res, buf) = cw.write_all(IoBuf::from_vec(std::mem::take(&mut pending))).await;
                 if res.is_err() {
                     return RelayEnd::ClientFailed;

@@ -331,3 +331,4 @@ pub fn exchange(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
     s.read_to_end(&mut out)?;
     Ok(out)
 }
+pub mod http;
