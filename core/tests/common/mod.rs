@@ -226,9 +226,18 @@ async fn run_proxy<E: Env>(
     tcp::drain(&env, &worker, deadline).await;
 }
 
-/// A one-worker balancer on the tokio (epoll) backend.
+/// Names the I/O backend of [`start_proxy`]: `uring` runs the suites that use it on
+/// io_uring (skipped, saying why, where io_uring is unavailable); unset or anything else,
+/// epoll. `scripts/test.sh` runs the L7 suites a second time with `uring`.
+pub const TEST_IO: &str = "GOBALANCER_TEST_IO";
+
+/// A one-worker balancer on the backend [`TEST_IO`] names (epoll by default).
 pub fn start_proxy(config: &str) -> Proxy {
-    start_proxy_on(IoKind::Epoll, config)
+    let io = match std::env::var(TEST_IO).as_deref() {
+        Ok("uring") => uring_or_skip(&format!("{TEST_IO}=uring")).unwrap_or(IoKind::Epoll),
+        _ => IoKind::Epoll,
+    };
+    start_proxy_on(io, config)
 }
 
 /// A one-worker balancer on the backend `io`.
