@@ -72,6 +72,121 @@ fn frame_iteration(bytes: &'static [u8]) -> Iteration {
     })
 }
 
+/// A small GET as a load generator sends it.
+pub const GET_REQUEST: &[u8] =
+    b"GET /api/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: loadgen\r\nAccept: */*\r\n\r\n";
+
+/// A browser's GET: a dozen fields, cookies, the usual head of real traffic.
+pub const BROWSER_REQUEST: &[u8] = b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\nReferer: https://www.example.com/\r\nConnection: keep-alive\r\nCookie: session=7f3a9c2e1b; theme=dark; consent=yes\r\nSec-Fetch-Dest: script\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Site: same-origin\r\nPriority: u=1\r\n\r\n";
+
+/// A 16 KiB body in 1 KiB chunks, with its terminator.
+pub fn chunked_body_16k() -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..16 {
+        out.extend_from_slice(b"400\r\n");
+        out.extend(std::iter::repeat_n(b'x', 1024));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// The L7 proxy's per-request work in the codec: parse a request head, write the
+/// forwarded head, parse a response head, write it back.
+fn http_workloads(w: &mut Vec<Workload>) {
+    use gobalancer::http::{self, BodyKind, Forwarding, Limits, ResponseFraming as Out, Underscores};
+    for (name, bytes) in [("small-get", GET_REQUEST), ("browser", BROWSER_REQUEST)] {
+        w.push(Workload {
+            name: format!("http/parse-request/{name}"),
+            icount_iters: 5_000,
+            setup: Box::new(move || {
+                Box::new(move || {
+                    match http::parse_request(std::hint::black_box(bytes), &Limits::default(), Underscores::Drop) {
+                        Ok(Some(h)) => h.head_len as u64,
+                        _ => u64::MAX,
+                    }
+                })
+            }),
+        });
+    }
+    w.push(Workload {
+        name: "http/forward-request/browser".into(),
+        icount_iters: 5_000,
+        setup: Box::new(|| {
+            let limits = Limits::default();
+            let head = http::parse_request(BROWSER_REQUEST, &limits, Underscores::Drop);
+            let mut out = Vec::with_capacity(1024);
+            Box::new(move || {
+                let Ok(Some(head)) = head.as_ref() else {
+                    return u64::MAX;
+                };
+                let fwd = Forwarding {
+                    client_ip: std::net::Ipv4Addr::new(10, 1, 2, 3).into(),
+                    proto: "http",
+                    body: BodyKind::None,
+                    keep_alive: true,
+                    upgrade: false,
+                };
+                out.clear();
+                match http::write_request(std::hint::black_box(head), &fwd, &mut out) {
+                    Ok(()) => out.len() as u64,
+                    Err(_) => u64::MAX,
+                }
+            })
+        }),
+    });
+    w.push(Workload {
+        name: "http/relay-response/small".into(),
+        icount_iters: 5_000,
+        setup: Box::new(|| {
+            let mut out = Vec::with_capacity(1024);
+            Box::new(
+                move || match http::parse_response(std::hint::black_box(RESPONSE), &Limits::default(), false) {
+                    Ok(Some(h)) => {
+                        out.clear();
+                        let framing = Out {
+                            body: h.body,
+                            keep_alive: true,
+                            upgrade: false,
+                        };
+                        http::write_response(&h, &framing, &mut out);
+                        out.len() as u64
+                    }
+                    _ => u64::MAX,
+                },
+            )
+        }),
+    });
+    w.push(Workload {
+        name: "http/dechunk/16KiB".into(),
+        icount_iters: 500,
+        setup: Box::new(|| {
+            let body = chunked_body_16k();
+            Box::new(move || {
+                let mut dec = http::ChunkedDecoder::new(&Limits::default());
+                let mut pos = 0usize;
+                let mut payload = 0u64;
+                loop {
+                    let rest = body.get(pos..).unwrap_or(&[]);
+                    match dec.decode(std::hint::black_box(rest)) {
+                        Ok(d) => {
+                            payload += d.data.len() as u64;
+                            pos += d.consumed;
+                            if d.done {
+                                return payload;
+                            }
+                            if d.consumed == 0 {
+                                return u64::MAX;
+                            }
+                        }
+                        Err(_) => return u64::MAX,
+                    }
+                }
+            })
+        }),
+    });
+}
+
 /// Every workload, in a fixed order.
 pub fn workloads() -> Vec<Workload> {
     let mut w = Vec::new();
@@ -120,6 +235,7 @@ pub fn workloads() -> Vec<Workload> {
             })
         }),
     });
+    http_workloads(&mut w);
     w
 }
 
