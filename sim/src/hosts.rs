@@ -4,7 +4,7 @@
 //! Each host is registered with turmoil as a factory, so `bounce` restarts it with fresh
 //! state; what the oracle needs survives in the shared [`Log`](crate::log::Log).
 
-use crate::log::{parse_reply, Request, SharedLog, What, REPLY_HEAD_BYTES_MAX};
+use crate::log::{parse_reply, Reception, Request, SharedLog, What, REPLY_HEAD_BYTES_MAX};
 use crate::scenario::{BackendSpec, FailWith, Health, MixEntry};
 use crate::world::BalancerHandle;
 use crate::{SimEnv, SimListener, SimStream};
@@ -40,7 +40,8 @@ pub fn sim_now() -> Duration {
 }
 
 /// [`SimEnv`] that reports its connects. On the balancer's data path each connect is a
-/// pick (one per attempt on a backend). On every host, a connect that yields no stream
+/// pick (one per attempt on a backend; an L7 attempt on a pooled connection makes no
+/// connect, and the runner sees its pick as a rise of the backend's active count). On every host, a connect that yields no stream
 /// (refused, cut by a partition, or abandoned while pending against a crashed or held
 /// peer) is counted: turmoil registers the socket before the SYN goes out and never
 /// removes it then, so the stream counts at quiescence must allow for each.
@@ -240,6 +241,10 @@ fn next_config(current: &Config, op: ReloadOp) -> Result<Config, gobalancer::con
     Ok(config)
 }
 
+/// The running balancer's worker, for the clock to read its pooled idle backend
+/// connections at quiescence (I5). Replaced when the host restarts.
+pub type WorkerHandle = Rc<RefCell<Option<Rc<Worker>>>>;
+
 /// Registers the balancer host: gobalancer with `config` (already validated), one
 /// worker, its data path's connects reported to `log` as picks of the backend at that
 /// address (`backends`: address to scenario backend index). The configuration is put in
@@ -256,6 +261,7 @@ pub fn balancer(
     backends: BTreeMap<SocketAddr, u16>,
     log: SharedLog,
     reloader: Rc<Reloader>,
+    workers: WorkerHandle,
 ) -> BalancerHandle {
     let host = name.to_string();
     let handle: BalancerHandle = Rc::default();
@@ -268,6 +274,7 @@ pub fn balancer(
         let backends = backends.clone();
         let log = log.clone();
         let reloader = reloader.clone();
+        let workers = workers.clone();
         async move {
             // Health checks connect through `env`, the data path through `data`: only
             // the latter's connects are picks.
@@ -280,6 +287,7 @@ pub fn balancer(
             let shared = live.current();
             *handle.borrow_mut() = Some(shared.clone());
             let worker = Worker::new(config.buffer_size, BUFFERS_KEPT_MAX);
+            *workers.borrow_mut() = Some(worker.clone());
             let mut serving = Vec::new();
             for l in &shared.listeners {
                 let listener = data.bind(l.bind, BindOptions::default()).await?;
@@ -430,6 +438,8 @@ fn response(status: &str, name: &str, id: Option<u64>, close: bool) -> IoBuf {
 async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendState>) {
     let spec = &state.spec;
     let mut buf = IoBuf::with_capacity(HEAD_BYTES_MAX);
+    // Workload requests this connection carried before the one at hand.
+    let mut carried = 0u32;
     loop {
         let head = loop {
             match parse_head(buf.bytes()) {
@@ -437,8 +447,21 @@ async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendS
                 Ok(None) if buf.spare_capacity() > 0 => {}
                 _ => return,
             }
-            let (res, b) = stream.read(buf).await;
-            buf = b;
+            // Between requests, a backend with a keep-alive timeout closes the
+            // connection once it has waited that long for the next one.
+            let res = match spec.keep_alive.filter(|_| buf.is_empty()) {
+                Some(limit) => {
+                    let read = gobalancer::io::timeout_at(&env, env.now() + limit.0, stream.read(buf)).await;
+                    let Some((res, b)) = read else { return };
+                    buf = b;
+                    res
+                }
+                None => {
+                    let (res, b) = stream.read(buf).await;
+                    buf = b;
+                    res
+                }
+            };
             if !matches!(res, Ok(n) if n > 0) {
                 return;
             }
@@ -470,7 +493,8 @@ async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendS
                 response(status, &spec.name, None, head.close)
             }
             Some(id) => {
-                record(&state, id, &head.method);
+                let reception = record(&state, id, &head.method, carried > 0);
+                carried += 1;
                 if spec.fail_after.is_some_and(|n| state.served.get() >= n) {
                     match spec.fail_with {
                         FailWith::Reset => {}
@@ -482,9 +506,17 @@ async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendS
                                 break;
                             }
                         },
-                        FailWith::Cut => {
+                        FailWith::Cut | FailWith::CutBody => {
+                            answered(&state, reception);
                             let whole = response("200 OK", &spec.name, id, head.close);
-                            let half = IoBuf::from_vec(whole.bytes()[..whole.len() / 2].to_vec());
+                            // Half the reply, or its head and half its body.
+                            let body = spec.name.len() + 1;
+                            let cut = if spec.fail_with == FailWith::Cut {
+                                whole.len() / 2
+                            } else {
+                                whole.len() - body + body / 2
+                            };
+                            let half = IoBuf::from_vec(whole.bytes()[..cut].to_vec());
                             let _ = stream.write_all(half).await;
                             let _ = stream.shutdown().await;
                         }
@@ -500,6 +532,7 @@ async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendS
                 state.served.set(state.served.get() + 1);
                 let failed = spec.error_percent > 0 && env.random_u64() % 100 < u64::from(spec.error_percent);
                 let status = if failed { "500 Internal Server Error" } else { "200 OK" };
+                answered(&state, reception);
                 response(status, &spec.name, id, head.close)
             }
         };
@@ -523,8 +556,12 @@ async fn serve_connection(env: SimEnv, mut stream: SimStream, state: Rc<BackendS
     }
 }
 
-/// Records that this backend received workload request `id`.
-fn record(state: &BackendState, id: Option<u64>, method: &str) {
+/// A request's reception: its id and the index of the reception in its record.
+type ReceptionRef = Option<(usize, usize)>;
+
+/// Records that this backend received workload request `id` (on a connection that had
+/// carried a request before, when `reused`).
+fn record(state: &BackendState, id: Option<u64>, method: &str, reused: bool) -> ReceptionRef {
     let now = sim_now();
     let mut log = state.log.borrow_mut();
     let known = id
@@ -537,6 +574,13 @@ fn record(state: &BackendState, id: Option<u64>, method: &str) {
             if r.seen_by.is_none() {
                 r.seen_by = Some((state.index, now));
             }
+            r.receptions.push(Reception {
+                backend: state.index,
+                at: now,
+                reused,
+                answered: false,
+            });
+            let k = r.receptions.len() - 1;
             log.push(
                 now,
                 What::Seen {
@@ -544,10 +588,22 @@ fn record(state: &BackendState, id: Option<u64>, method: &str) {
                     backend: state.index,
                 },
             );
+            Some((i, k))
         }
         _ => {
             let what = format!("{method} with {REQ_ID_HEADER} {id:?}, which no client sent");
             log.strangers.push((state.index, now, what));
+            None
+        }
+    }
+}
+
+/// Notes that this backend is about to write reply bytes for a reception.
+fn answered(state: &BackendState, reception: ReceptionRef) {
+    if let Some((i, k)) = reception {
+        let mut log = state.log.borrow_mut();
+        if let Some(r) = log.requests.get_mut(i).and_then(|r| r.receptions.get_mut(k)) {
+            r.answered = true;
         }
     }
 }
@@ -615,6 +671,7 @@ impl Tap for ClientTap {
             reply: None,
             seen: 0,
             seen_by: None,
+            receptions: Vec::new(),
         });
         log.push(
             now,
@@ -686,13 +743,15 @@ pub fn client(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, client: u16, se
 }
 
 /// Registers the clock: a turmoil client (the run ends when it returns) that sleeps
-/// until `quiet_at`, then counts the established streams of each host in `running`.
+/// until `quiet_at`, then counts the established streams of each host in `running`,
+/// and the balancer's pooled idle backend connections (`balancer` names its host).
 pub fn clock(
     sim: &mut turmoil::Sim<'_>,
     name: &str,
     quiet_at: Duration,
     running: Rc<RefCell<BTreeMap<String, bool>>>,
     log: SharedLog,
+    balancer: (String, WorkerHandle),
 ) {
     sim.client(name, async move {
         tokio::time::sleep(quiet_at.saturating_sub(sim_now())).await;
@@ -702,7 +761,19 @@ pub fn clock(
             .filter(|(_, up)| **up)
             .map(|(h, _)| (h.clone(), turmoil::established_tcp_stream_count_on(h.as_str())))
             .collect();
-        log.borrow_mut().quiet = Some(crate::log::Quiet { at: sim_now(), streams });
+        let (lb, workers) = balancer;
+        let pooled_idle = running
+            .borrow()
+            .get(&lb)
+            .copied()
+            .unwrap_or(false)
+            .then(|| workers.borrow().as_ref().map(|w| w.pooled_idle_connections()))
+            .flatten();
+        log.borrow_mut().quiet = Some(crate::log::Quiet {
+            at: sim_now(),
+            streams,
+            pooled_idle,
+        });
         Ok(())
     });
 }

@@ -42,6 +42,22 @@ pub struct Request {
     pub seen: u32,
     /// The backend that received it first, and when.
     pub seen_by: Option<(u16, Duration)>,
+    /// Every reception by a backend, in order (I2: retries of the L7 proxy).
+    pub receptions: Vec<Reception>,
+}
+
+/// One reception of a request by a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reception {
+    /// Backend index in the scenario.
+    pub backend: u16,
+    /// When it arrived.
+    pub at: Duration,
+    /// Whether it came on a connection that had carried a request before (a reused,
+    /// pooled backend connection of the L7 proxy).
+    pub reused: bool,
+    /// Whether the backend wrote any byte of a reply to it.
+    pub answered: bool,
 }
 
 /// What a complete reply's head said.
@@ -115,6 +131,9 @@ pub struct Quiet {
     pub at: Duration,
     /// Established TCP streams per host name, for running hosts.
     pub streams: Vec<(String, usize)>,
+    /// Idle backend connections the balancer's worker keeps for reuse (its `http`
+    /// listeners' upstream pools), when the balancer runs.
+    pub pooled_idle: Option<usize>,
 }
 
 /// Everything one run recorded.

@@ -13,6 +13,28 @@
 //! - **I2, at most once**: no request is received more than once by the backends
 //!   (non-idempotent ones never; idempotent ones at most `1 + retries`, and the L4
 //!   proxy never retries a request it has written, so `retries` is 0).
+//!
+//! With an `http` (L7) listener the proxy answers some requests itself and retries
+//! some, so three rules read differently (and only there):
+//!
+//! - **I1**: a reply without `X-Backend` and `X-Req-Id` is the proxy's own; for a
+//!   well-formed workload request it may only be 502, 503 or 504. A 503 means no
+//!   backend took the request, so no backend may have received it; a 504 comes no
+//!   sooner than `timeouts.response` after the request was sent. A backend's reply
+//!   must come from a backend that received the request and wrote a reply to it.
+//! - **I2**: an idempotent request is received at most `1 + http.retries` times. Each
+//!   retry goes to a backend that had not received it yet, except a re-send on a
+//!   fresh connection to the same backend after a reused (pooled) connection failed
+//!   (C7: the reception before it came on a reused connection of that backend),
+//!   which counts as one of the retries too. No
+//!   request is received again after a backend wrote reply bytes to it, unless the
+//!   link to that backend or a host on it was faulted in between (the bytes may then
+//!   never have reached the proxy). Non-idempotent requests: at most once, as in L4.
+//! - **I5**: at quiescence the balancer also holds its pooled idle backend
+//!   connections (`Worker::pooled_idle_connections`, at most `http.pool_idle_max`
+//!   per backend), each one stream on the balancer and one on a backend: the
+//!   balancer may hold that many more streams, each backend at most that many, and
+//!   the backends together at most that many beyond their own allowances.
 //! - **I3, drain**: after each applied reload (the reload faults, through the core's
 //!   `reload::Live`), a backend it removed or set to weight 0 gets no new connection
 //!   (no pick after the reload instant, until a later reload brings it back), and a
@@ -28,7 +50,7 @@
 //!   client host holds a stream (the balancer only its health probes).
 //! - **I6, no panic**: a panic or a host error anywhere fails the seed.
 
-use crate::log::What;
+use crate::log::{Reception, What};
 use crate::runner::RunOutput;
 use crate::scenario::{is_idempotent, Fault, Prepared};
 use gobalancer::balancer::WEIGHT_SCALE;
@@ -117,6 +139,13 @@ pub struct Report {
     pub liveness: Option<(Duration, u64, f64)>,
     /// Stream counts at quiescence.
     pub streams: Vec<(String, usize)>,
+    /// Pooled idle backend connections of the balancer at quiescence (L7).
+    pub pooled_idle: Option<usize>,
+    /// Responses of the proxy's own (L7), by status.
+    pub ours: BTreeMap<u16, u64>,
+    /// Receptions beyond the first (L7): retries on another backend, and re-sends on a
+    /// fresh connection after a reused one failed (C7).
+    pub resent: (u64, u64),
     /// Connects that yielded no stream, per host.
     pub failed_connects: BTreeMap<String, u64>,
     /// Most active leases at once.
@@ -198,6 +227,12 @@ impl Alive {
     }
 }
 
+/// Whether a request's reply is one of the L7 proxy's own: it names neither the
+/// request nor a backend.
+fn is_ours(q: &crate::log::Request) -> bool {
+    q.reply.as_ref().is_some_and(|m| m.id.is_none() && m.backend.is_none())
+}
+
 /// Checks one run.
 pub fn check(p: &Prepared, out: &RunOutput) -> Report {
     let s = &p.scenario;
@@ -235,6 +270,19 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
     );
     let mut unsafe_twice = Tally::new("I2", "non-idempotent requests received more than once");
     let mut safe_many = Tally::new("I2", "idempotent requests received more than 1 + retries times");
+    let mut ours_bad = Tally::new(
+        "I1",
+        "responses of the proxy's own that a well-formed request never gets (only 502, 503, 504)",
+    );
+    let mut ours_503 = Tally::new("I1", "503 (no backend took it) for requests a backend received");
+    let mut ours_504 = Tally::new("I1", "504 sooner than timeouts.response after the request");
+    let mut same_backend = Tally::new("I2", "retries on a backend that had already received the request");
+    let mut after_reply = Tally::new(
+        "I2",
+        "requests sent again after a backend had written reply bytes to them",
+    );
+    let retries = if p.l7 { p.config.http.retries } else { L4_RETRIES };
+    let impaired = impairments(p, out);
     r.sent = log.requests.len() as u64;
     for (id, q) in log.requests.iter().enumerate() {
         let method = s
@@ -258,40 +306,116 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
             1 => {}
             n => twice.add(|| format!("{method} {id}: {n} outcomes")),
         }
-        match q.outcome.map(|(_, o)| o) {
-            Some(TapOutcome::Reply { status, extra_bytes }) => {
+        match q.outcome {
+            Some((ended, TapOutcome::Reply { status, extra_bytes })) => {
                 *r.replies.entry(status).or_default() += 1;
                 match &q.reply {
+                    // L7: a response of the proxy's own names neither request nor backend.
+                    Some(meta) if p.l7 && meta.id.is_none() && meta.backend.is_none() => {
+                        *r.ours.entry(status).or_default() += 1;
+                        if meta.heads > 1 || extra_bytes > 0 {
+                            extra.add(|| format!("{id}: {} status lines, {extra_bytes} bytes after", meta.heads));
+                        }
+                        match status {
+                            503 if q.seen > 0 => ours_503
+                                .add(|| format!("{method} {id} got 503 at {}, received {} times", secs(ended), q.seen)),
+                            504 if ended < q.sent + p.config.timeouts.response => ours_504
+                                .add(|| format!("{method} {id} sent at {} got 504 at {}", secs(q.sent), secs(ended))),
+                            502..=504 => {}
+                            _ => ours_bad.add(|| format!("{method} {id} got {status} at {}", secs(ended))),
+                        }
+                    }
                     Some(meta) if meta.id == Some(id as u64) => {
                         if meta.heads > 1 || extra_bytes > 0 {
                             extra.add(|| format!("{id}: {} status lines, {extra_bytes} bytes after", meta.heads));
                         }
-                        match q.seen_by {
-                            None => phantom.add(|| format!("{id} answered by {:?}", meta.backend)),
-                            Some((b, _)) => {
-                                let got = meta.backend.as_deref().unwrap_or("");
-                                let want = backend_names.get(usize::from(b)).copied().unwrap_or("");
-                                if got != want {
-                                    wrong_backend.add(|| format!("{id} received by {want}, answered by {got}"));
-                                }
-                            }
+                        let got = meta.backend.as_deref().unwrap_or("");
+                        let by = |want: fn(&Reception) -> bool| {
+                            q.receptions
+                                .iter()
+                                .any(|x| want(x) && backend_names.get(usize::from(x.backend)).copied() == Some(got))
+                        };
+                        if q.receptions.is_empty() {
+                            phantom.add(|| format!("{id} answered by {:?}", meta.backend));
+                        } else if !by(|x| x.answered) {
+                            let want: Vec<&str> = q
+                                .receptions
+                                .iter()
+                                .map(|x| backend_names.get(usize::from(x.backend)).copied().unwrap_or("?"))
+                                .collect();
+                            wrong_backend.add(|| {
+                                format!(
+                                    "{id} received by {}, answered by {got}{}",
+                                    want.join(" then "),
+                                    if by(|_| true) {
+                                        " (which wrote no reply to it)"
+                                    } else {
+                                        ""
+                                    }
+                                )
+                            });
                         }
                     }
                     Some(meta) => stale.add(|| format!("{id} got the reply to {:?} from {:?}", meta.id, meta.backend)),
                     None => stale.add(|| format!("{id}: the reply has no readable head")),
                 }
             }
-            Some(TapOutcome::RunOver) => r.run_over += 1,
-            Some(o) => *r.failures.entry(crate::log::outcome_tag(&o)).or_default() += 1,
+            Some((_, TapOutcome::RunOver)) => r.run_over += 1,
+            Some((_, o)) => *r.failures.entry(crate::log::outcome_tag(&o)).or_default() += 1,
             None => {}
         }
         if q.seen > 1 {
-            if is_idempotent(method) {
-                if q.seen > 1 + L4_RETRIES {
+            if !is_idempotent(method) {
+                unsafe_twice.add(|| format!("{method} {id} received {} times", q.seen));
+            } else if !p.l7 {
+                if q.seen > 1 + retries {
                     safe_many.add(|| format!("{method} {id} received {} times", q.seen));
                 }
             } else {
-                unsafe_twice.add(|| format!("{method} {id} received {} times", q.seen));
+                let name = |b: u16| backend_names.get(usize::from(b)).copied().unwrap_or("?");
+                let mut retried = 0u32;
+                for (k, w) in q.receptions.windows(2).enumerate() {
+                    let (before, now) = (w[0], w[1]);
+                    // C7: once more on a fresh connection after a reused one failed.
+                    let fresh = before.reused && !now.reused && before.backend == now.backend;
+                    // Either way it is one of the request's `retries`.
+                    retried += 1;
+                    if fresh {
+                        r.resent.1 += 1;
+                    } else {
+                        r.resent.0 += 1;
+                        if q.receptions[..=k].iter().any(|x| x.backend == now.backend) {
+                            same_backend.add(|| {
+                                format!(
+                                    "{method} {id} received again by {} at {}",
+                                    name(now.backend),
+                                    secs(now.at)
+                                )
+                            });
+                        }
+                    }
+                    if before.answered && !impaired(usize::from(before.backend), before.at, now.at) {
+                        after_reply.add(|| {
+                            format!(
+                                "{method} {id}: {} answered it (received at {}), {} received it again at {}",
+                                name(before.backend),
+                                secs(before.at),
+                                name(now.backend),
+                                secs(now.at)
+                            )
+                        });
+                    }
+                }
+                if retried > retries {
+                    safe_many.add(|| {
+                        let by: Vec<String> = q
+                            .receptions
+                            .iter()
+                            .map(|x| format!("{}{}", name(x.backend), if x.reused { " (reused)" } else { "" }))
+                            .collect();
+                        format!("{method} {id} received {} times: {}", q.seen, by.join(", "))
+                    });
+                }
             }
         }
     }
@@ -313,8 +437,13 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
         phantom,
         wrong_backend,
         strangers,
+        ours_bad,
+        ours_503,
+        ours_504,
         unsafe_twice,
         safe_many,
+        same_backend,
+        after_reply,
     ] {
         t.finish(&mut v);
     }
@@ -538,7 +667,9 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
             }
             match q.outcome {
                 Some((_, TapOutcome::RunOver)) | None => {}
-                Some((_, TapOutcome::Reply { .. })) => {
+                // L7: a response of the proxy's own (502, 503, 504) is an outcome, not a
+                // success.
+                Some((_, TapOutcome::Reply { .. })) if !(p.l7 && is_ours(q)) => {
                     n += 1;
                     ok += 1;
                 }
@@ -595,6 +726,39 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
             }
         }
     }
+    for b in &s.expect.outcomes {
+        let n = log
+            .requests
+            .iter()
+            .filter(|q| {
+                q.outcome
+                    .is_some_and(|(_, o)| crate::log::outcome_tag(&o).starts_with(b.outcome.as_str()))
+            })
+            .count() as u64;
+        if n < b.min || b.max.is_some_and(|m| n > m) {
+            v.push(Violation {
+                rule: "expect",
+                message: format!(
+                    "{n} requests ended with {:?}, expected {} to {}",
+                    b.outcome,
+                    b.min,
+                    b.max.map_or("any".into(), |m| m.to_string())
+                ),
+            });
+        }
+    }
+    if r.resent.0 + r.resent.1 < s.expect.resent_min {
+        v.push(Violation {
+            rule: "expect",
+            message: format!(
+                "{} receptions beyond the first ({} retries, {} re-sends on a fresh connection), expected at least {}",
+                r.resent.0 + r.resent.1,
+                r.resent.0,
+                r.resent.1,
+                s.expect.resent_min
+            ),
+        });
+    }
     if r.replied() < s.expect.min_replies {
         v.push(Violation {
             rule: "expect",
@@ -629,7 +793,25 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
     match out.quiet() {
         Some(q) => {
             r.streams = q.streams.clone();
+            r.pooled_idle = q.pooled_idle;
             r.failed_connects = log.failed_connects.clone();
+            // L7: idle pooled backend connections, one stream on the balancer and one
+            // on their backend each.
+            let pooled = if p.l7 { q.pooled_idle.unwrap_or(0) as u64 } else { 0 };
+            let pooled_max = p.config.http.pool_idle_max as u64 * s.backends.len() as u64;
+            if p.l7 && pooled > pooled_max {
+                v.push(Violation {
+                    rule: "I5",
+                    message: format!(
+                        "at quiescence ({}): {pooled} pooled idle backend connections, more than http.pool_idle_max ({}) per backend",
+                        secs(q.at),
+                        p.config.http.pool_idle_max
+                    ),
+                });
+            }
+            // Streams the backends hold beyond their own allowances: the backend ends
+            // of the balancer's pooled connections.
+            let mut on_backends = 0u64;
             let checked = p.config.pools[p.pool]
                 .backends
                 .iter()
@@ -637,21 +819,60 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
                 .count()
                 // A reload may have added checked backends (a removed one's probes stop).
                 .max(out.reloads.iter().map(|rec| rec.checked).max().unwrap_or(0));
+            // A backend whose link to the balancer dropped messages (partition, link
+            // failures) may keep the end of a connection whose close was lost: turmoil
+            // does not retransmit, and nothing times out an idle backend connection.
+            let lossy: Vec<&str> = out
+                .faults
+                .iter()
+                .filter_map(|f| match &f.fault {
+                    Fault::Partition(a, b) | Fault::PartitionOneway(a, b) => Some((a, b)),
+                    Fault::LinkFailRate(a, b, rate) if *rate > 0.0 => Some((a, b)),
+                    _ => None,
+                })
+                .filter_map(|(a, b)| {
+                    if a == lb {
+                        Some(b.as_str())
+                    } else if b == lb {
+                        Some(a.as_str())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             for (h, n) in &q.streams {
                 // The balancer may be probing each checked backend; and every host keeps
                 // the sockets of its failed connects (a turmoil artifact).
                 let probes = if h == lb { checked } else { 0 };
                 let failed = log.failed_connects.get(h).copied().unwrap_or(0);
-                let allowed = probes as u64 + failed;
+                let backend = backend_names.contains(&h.as_str());
+                if backend && lossy.contains(&h.as_str()) {
+                    continue;
+                }
+                let own = probes as u64 + failed;
+                let allowed = own + if h == lb || backend { pooled } else { 0 };
+                if backend {
+                    on_backends += (*n as u64).saturating_sub(own);
+                }
                 if *n as u64 > allowed {
                     v.push(Violation {
                         rule: "I5",
                         message: format!(
-                            "at quiescence ({}): {n} established streams on {h}, expected at most {allowed} ({probes} probes, {failed} failed connects)",
-                            secs(q.at)
+                            "at quiescence ({}): {n} established streams on {h}, expected at most {allowed} ({probes} probes, {failed} failed connects{})",
+                            secs(q.at),
+                            if p.l7 { format!(", {pooled} pooled idle") } else { String::new() }
                         ),
                     });
                 }
+            }
+            if on_backends > pooled {
+                v.push(Violation {
+                    rule: "I5",
+                    message: format!(
+                        "at quiescence ({}): the backends hold {on_backends} streams beyond their probes and failed connects, more than the balancer's {pooled} pooled idle connections",
+                        secs(q.at)
+                    ),
+                });
             }
         }
         None if out.failures.is_empty() => v.push(Violation {
@@ -670,6 +891,70 @@ pub fn check(p: &Prepared, out: &RunOutput) -> Report {
     }
     r.violations = v;
     r
+}
+
+/// Per backend, the spans of the timeline in which what it sent the balancer may have
+/// been lost or delayed: its link to the balancer partitioned, held, failing or slowed,
+/// and the instants it or the balancer crashed or restarted. Returns whether backend
+/// `b` had one overlapping `[from, to]`.
+fn impairments(p: &Prepared, out: &RunOutput) -> impl Fn(usize, Duration, Duration) -> bool {
+    let s = &p.scenario;
+    let lb = s.balancer.name.as_str();
+    let nb = s.backends.len();
+    let mut spans: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); nb];
+    // Per backend: since when the link is cut, held, failing, slowed.
+    let mut open: Vec<[Option<Duration>; 4]> = vec![[None; 4]; nb];
+    let link = |a: &str, b: &str| -> Option<usize> {
+        let other = if a == lb {
+            b
+        } else if b == lb {
+            a
+        } else {
+            return None;
+        };
+        p.backend(other)
+    };
+    for f in &out.faults {
+        let at = f.at.0;
+        let (k, slot, on) = match &f.fault {
+            Fault::Crash(h) | Fault::Bounce(h) => {
+                if h == lb {
+                    for sp in spans.iter_mut() {
+                        sp.push((at, at));
+                    }
+                } else if let Some(b) = p.backend(h) {
+                    spans[b].push((at, at));
+                }
+                continue;
+            }
+            Fault::Partition(a, b) | Fault::PartitionOneway(a, b) => (link(a, b), 0, true),
+            Fault::Repair(a, b) | Fault::RepairOneway(a, b) => (link(a, b), 0, false),
+            Fault::Hold(a, b) => (link(a, b), 1, true),
+            Fault::Release(a, b) => (link(a, b), 1, false),
+            Fault::LinkFailRate(a, b, rate) => (link(a, b), 2, *rate > 0.0),
+            Fault::LinkLatency(a, b, d) => (link(a, b), 3, !d.0.is_zero()),
+            _ => continue,
+        };
+        let Some(k) = k else { continue };
+        match (open[k][slot], on) {
+            (None, true) => open[k][slot] = Some(at),
+            (Some(since), false) => {
+                spans[k].push((since, at));
+                open[k][slot] = None;
+            }
+            _ => {}
+        }
+    }
+    for (k, o) in open.iter().enumerate() {
+        for since in o.iter().flatten() {
+            spans[k].push((*since, Duration::MAX));
+        }
+    }
+    move |b: usize, from: Duration, to: Duration| {
+        spans
+            .get(b)
+            .is_some_and(|sp| sp.iter().any(|(a, z)| *a <= to && *z >= from))
+    }
 }
 
 /// I3 (drain) and D6 (refused reloads), from the reload records and the trace.

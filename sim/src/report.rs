@@ -110,14 +110,28 @@ pub fn text(p: &Prepared, r: &Report) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "  conservation: at most {} active leases; at the end {}; streams at quiescence: {}",
+        "  conservation: at most {} active leases; at the end {}; streams at quiescence: {}{}",
         r.total_active_max,
         match r.at_end {
             Some((t, open)) => format!("{t} leases, {open} client connections"),
             None => "no balancer state".into(),
         },
-        streams.join(", ")
+        streams.join(", "),
+        match r.pooled_idle {
+            Some(n) if p.l7 => format!("; {n} pooled idle backend connections"),
+            _ => String::new(),
+        }
     );
+    if p.l7 {
+        let ours: Vec<String> = r.ours.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        let _ = writeln!(
+            o,
+            "  http: responses of ours: {}; received again: {} retries on another backend, {} re-sends on a fresh connection",
+            if ours.is_empty() { "none".into() } else { ours.join(", ") },
+            r.resent.0,
+            r.resent.1
+        );
+    }
     if r.reloads != (0, 0) {
         let _ = writeln!(
             o,

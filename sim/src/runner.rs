@@ -247,6 +247,10 @@ struct Sampler {
     weights: Vec<u32>,
     /// Every generation of the workload pool seen, the one in force last.
     generations: Vec<Arc<gobalancer::proxy::Pool>>,
+    /// L7: per scenario backend, its active count at the last sample (of the generation
+    /// then in force). An HTTP request on a pooled backend connection makes no
+    /// connect, so a rise of a backend's count is how its pick shows.
+    leases: Option<Vec<u64>>,
 }
 
 impl Sampler {
@@ -257,7 +261,8 @@ impl Sampler {
         let Some(pool) = shared.pools.iter().find(|q| q.name == self.pool).cloned() else {
             return;
         };
-        if !self.generations.last().is_some_and(|g| Arc::ptr_eq(g, &pool)) {
+        let new_generation = !self.generations.last().is_some_and(|g| Arc::ptr_eq(g, &pool));
+        if new_generation {
             // A restarted host starts again at generation 1: the old ones are gone.
             if shared.generation == 1 {
                 self.generations.clear();
@@ -299,6 +304,24 @@ impl Sampler {
                 }
             }
             self.weights = now_weights;
+        }
+        if let Some(last) = self.leases.as_mut() {
+            let mut now_active = vec![0u64; last.len()];
+            for (i, b) in in_pool.iter().enumerate() {
+                if let Some(x) = b.and_then(|b| now_active.get_mut(usize::from(b))) {
+                    *x = pool.balancer.active(i);
+                }
+            }
+            if !new_generation {
+                let mut log = log.borrow_mut();
+                for (b, (new, old)) in now_active.iter().zip(last.iter()).enumerate() {
+                    if new > old && *new < COUNTER_NEGATIVE {
+                        let backend = u16::try_from(b).unwrap_or(u16::MAX);
+                        log.push(now, What::Pick { backend });
+                    }
+                }
+            }
+            *last = now_active;
         }
         let total: u64 = self
             .generations
@@ -390,6 +413,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         by_addr.insert(SocketAddr::new(p.addrs[&b.name], b.port), i16);
     }
     let reloader = Rc::new(Reloader::default());
+    let workers = hosts::WorkerHandle::default();
     let handle = hosts::balancer(
         &mut sim,
         seed,
@@ -399,6 +423,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         by_addr.clone(),
         log.clone(),
         reloader.clone(),
+        workers.clone(),
     );
     let plan = plan(p)?;
     let mix = Rc::new(s.workload.mix.clone());
@@ -418,13 +443,24 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
             log.clone(),
         );
     }
+    // L7: the backends' streams are counted too (the backend ends of pooled
+    // connections, I5).
+    let counted_backends = s.backends.iter().filter(|_| p.l7).map(|b| &b.name);
     let running: Rc<RefCell<BTreeMap<String, bool>>> = Rc::new(RefCell::new(
         std::iter::once(&s.balancer.name)
             .chain(s.clients.iter())
+            .chain(counted_backends)
             .map(|h| (h.clone(), true))
             .collect(),
     ));
-    hosts::clock(&mut sim, CLOCK_HOST, quiet_at, running.clone(), log.clone());
+    hosts::clock(
+        &mut sim,
+        CLOCK_HOST,
+        quiet_at,
+        running.clone(),
+        log.clone(),
+        (s.balancer.name.clone(), workers),
+    );
 
     let mut sampler = Sampler {
         handle,
@@ -432,6 +468,7 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         by_addr,
         weights: Vec::new(),
         generations: Vec::new(),
+        leases: p.l7.then(|| vec![0; s.backends.len()]),
     };
     let mut counters = Counters::default();
     let mut failures = Vec::new();

@@ -35,7 +35,7 @@
 //! same code path as the binary's SIGHUP; `Reload`'s configuration text takes `${HOST}`
 //! too, and is substituted (not parsed) before the run: a bad one is a test of D6.
 
-use gobalancer::config::{parse_duration, Config};
+use gobalancer::config::{parse_duration, Config, Mode};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -236,6 +236,9 @@ pub enum FailWith {
     Stall,
     /// Send the first half of the reply, then close.
     Cut,
+    /// Send the reply's head and the first half of its body, then close (RELIABILITY
+    /// C4: a response cut after its head).
+    CutBody,
 }
 
 /// What a backend's health endpoint (any request that is not the workload's) answers.
@@ -280,6 +283,10 @@ pub struct BackendSpec {
     /// The health endpoint.
     #[serde(default)]
     pub health: Health,
+    /// Closes a connection that waited this long for its next request (a backend's
+    /// keep-alive timeout, RELIABILITY C7); default never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Dur>,
 }
 
 /// Closed loop: each connection sends its next request when the last one ended. Open
@@ -484,6 +491,28 @@ pub struct Expectations {
     /// Reloads the balancer must have refused (D6); default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reloads_refused_min: u64,
+    /// How many requests ended a given way: the outcome's trace tag (`reply 200`,
+    /// `reply 502`, `failed reset`, `timeout`, ...) starts with `outcome`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<OutcomeBound>,
+    /// L7: receptions beyond a request's first (retries on another backend and
+    /// re-sends on a fresh connection together) must be at least this; default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resent_min: u64,
+}
+
+/// Bounds on the number of requests that ended one way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename = "Outcome", deny_unknown_fields)]
+pub struct OutcomeBound {
+    /// Prefix of the outcome's tag, as the trace writes it: `reply 504`, `failed`.
+    pub outcome: String,
+    /// Fewest; default 0.
+    #[serde(default)]
+    pub min: u64,
+    /// Most; default no bound.
+    #[serde(default)]
+    pub max: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -641,6 +670,9 @@ pub struct Prepared {
     pub quiesce: Duration,
     /// Liveness grace after the last fault.
     pub grace: Duration,
+    /// Whether the workload's listener is an `http` (L7) listener: requests are
+    /// balanced one by one, may be retried, and may end with a response of ours.
+    pub l7: bool,
 }
 
 impl Prepared {
@@ -772,15 +804,15 @@ pub fn prepare(scenario: Scenario, origin: &str, src: Option<&str>) -> Result<Pr
     if !p.is_empty() {
         return Err(ScenarioError { problems: p });
     }
-    let quiesce = scenario.quiesce.map_or(
-        config.timeouts.connect + config.timeouts.idle + Duration::from_secs(1),
-        |d| d.0,
-    );
+    let l7 = config.listeners[listener].mode == Mode::Http;
+    let quiesce = scenario
+        .quiesce
+        .map_or_else(|| default_quiesce(&config, pool, l7), |d| d.0);
     let grace = scenario
         .expect
         .liveness
         .grace
-        .map_or_else(|| default_grace(&config, pool), |d| d.0);
+        .map_or_else(|| default_grace(&config, pool, l7), |d| d.0);
     Ok(Prepared {
         scenario,
         origin: origin.to_string(),
@@ -792,13 +824,36 @@ pub fn prepare(scenario: Scenario, origin: &str, src: Option<&str>) -> Result<Pr
         addrs,
         quiesce,
         grace,
+        l7,
     })
+}
+
+/// The wait after the workload before the conservation checks. L4: a connect and the
+/// idle timeout (a connection stuck on a silent backend is closed by then), and a
+/// second. L7: a request written at the very end may try a connect on every backend
+/// of the pool, wait the response timeout on each attempt that may time out (one,
+/// or `1 + retries` with `retry_on_timeout`), then relay a body under the idle
+/// timeout and linger half a second after closing: all of that, and a second.
+fn default_quiesce(config: &Config, pool: usize, l7: bool) -> Duration {
+    let t = &config.timeouts;
+    if !l7 {
+        return t.connect + t.idle + Duration::from_secs(1);
+    }
+    let backends = u32::try_from(config.pools[pool].backends.len()).unwrap_or(u32::MAX);
+    let timeouts = if config.http.retry_on_timeout {
+        1 + config.http.retries
+    } else {
+        1
+    };
+    t.connect * backends + t.response * timeouts + t.idle + Duration::from_millis(1500)
 }
 
 /// I4's bound: fall×interval + rise×interval (each with its jitter) + the check timeout
 /// + slow start + the connect timeout, and a second for message latency and the
-///   workload's own reconnect backoff.
-fn default_grace(config: &Config, pool: usize) -> Duration {
+///   workload's own reconnect backoff. L7 adds `timeouts.pool_idle`: a backend
+///   connection pooled before the last fault may be reused until then (a silent one
+///   then costs its request the response timeout, and it is not retried).
+fn default_grace(config: &Config, pool: usize, l7: bool) -> Duration {
     let p = &config.pools[pool];
     let checks = p
         .backends
@@ -810,7 +865,8 @@ fn default_grace(config: &Config, pool: usize) -> Duration {
         })
         .max()
         .unwrap_or(Duration::ZERO);
-    checks + p.health.slow_start + config.timeouts.connect + Duration::from_secs(1)
+    let pooled = if l7 { config.timeouts.pool_idle } else { Duration::ZERO };
+    checks + p.health.slow_start + config.timeouts.connect + pooled + Duration::from_secs(1)
 }
 
 /// Each host's simulated address. turmoil hands out addresses in the order names are
@@ -1044,6 +1100,14 @@ fn check_expectations(s: &Scenario, pool_index: &[Option<usize>], origin: &str, 
     let e = &s.expect;
     let end = s.duration;
     let index = |name: &str| s.backends.iter().position(|b| b.name == name);
+    for (i, b) in e.outcomes.iter().enumerate() {
+        if b.max.is_some_and(|m| m < b.min) {
+            p.push(format!(
+                "{origin}: expect.outcomes[{i}]: min {} is above max {:?}",
+                b.min, b.max
+            ));
+        }
+    }
     for (i, b) in e.share.iter().enumerate() {
         let at = format!("{origin}: expect.share[{i}]");
         if index(&b.backend).is_none() {

@@ -106,9 +106,10 @@ fn child_process_digest() {
 }
 
 const CHILD_SCENARIO_VAR: &str = "GOBALANCER_SIM_CHILD_SCENARIO_SEED";
-/// A failover, and a reload whose drain deadline cuts several connections at once (the
-/// order of simultaneous wake-ups must not depend on anything but the seed).
-const SCENARIOS: [&str; 2] = ["failover.ron", "drain.ron"];
+/// A failover, a reload whose drain deadline cuts several connections at once (the
+/// order of simultaneous wake-ups must not depend on anything but the seed), and an L7
+/// failover (requests balanced one by one over pooled backend connections, retries).
+const SCENARIOS: [&str; 3] = ["failover.ron", "drain.ron", "http-failover.ron"];
 
 /// Digest of the trace of one seed of a scenario file.
 fn scenario_digest(name: &str, seed: u64) -> u64 {
@@ -121,7 +122,9 @@ fn scenario_digest(name: &str, seed: u64) -> u64 {
     let out = runner::run(&p, seed).unwrap_or_else(|e| panic!("{e}"));
     let report = oracle::check(&p, &out);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
-    report.digest.0
+    // The trace, and what quiescence found: stream counts and pooled connections.
+    let quiet = format!("{:?} {:?}", report.streams, report.pooled_idle);
+    fnv1a64(format!("{:016x} {quiet}", report.digest.0).as_bytes())
 }
 
 #[test]

@@ -85,6 +85,18 @@ suites! {
     bad_reloads_keep_serving => "reload-bad.ron",
     reloads_under_load => "reload-under-load.ron",
     backend_added_slow_starts => "backend-added.ron",
+    http_refused_backend => "http-refused.ron",
+    http_blackhole_connect => "http-blackhole.ron",
+    http_reset_after_request => "http-reset.ron",
+    http_cut_after_head => "http-cut.ron",
+    http_partition_mid_stream => "http-partition.ron",
+    http_stall_beyond_response_timeout => "http-stall.ron",
+    http_stale_pooled_connections => "http-stale-pool.ron",
+    http_link_failures => "http-link-failures.ron",
+    http_kill_restart_chaos => "http-chaos.ron",
+    http_client_crash => "http-client-crash.ron",
+    http_failover => "http-failover.ron",
+    http_fairness_per_request => "http-fairness.ron",
 }
 
 fn ron_files(dir: &Path) -> Vec<String> {

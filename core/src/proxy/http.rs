@@ -726,14 +726,18 @@ async fn exchange<E: Env>(
                     // C7: a reused connection that the backend had closed (nothing came
                     // back): once more on a fresh connection, when the request can be
                     // sent again and was idempotent or never written.
+                    // It is one of the request's retries (RELIABILITY I2: an idempotent
+                    // request reaches backends at most 1 + retries times).
                     if reused
                         && !fresh_tried
                         && failure == Failure::Reset
                         && no_response_byte
                         && out.replayable
                         && (head.is_idempotent() || !written)
+                        && retries_left > 0
                     {
                         fresh_tried = true;
+                        retries_left -= 1;
                         continue;
                     }
                     if !written {
