@@ -95,8 +95,9 @@ struct Cli {
     /// Per-direction buffer size, e.g. "16KiB".
     #[arg(long, value_name = "SIZE")]
     buffer_size: Option<String>,
-    /// Zero-copy L4 forwarding with splice(2) (epoll backend, Linux): `auto` splices a
-    /// direction once it has moved --splice-after bytes; `off` always copies.
+    /// Zero-copy L4 forwarding (Linux): `auto` splices a direction once it has moved
+    /// --splice-after bytes (splice(2) on epoll, IORING_OP_SPLICE on io_uring); `off`
+    /// always copies.
     #[arg(long, value_enum, default_value_t = SpliceChoice::Auto)]
     splice: SpliceChoice,
     /// With --splice auto: bytes a direction copies before it splices, e.g. "64KiB"
@@ -123,7 +124,7 @@ enum IoChoice {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SpliceChoice {
-    /// Splice bulk transfers where the I/O backend can (epoll on Linux).
+    /// Splice bulk transfers where the I/O backend can (epoll and io_uring on Linux).
     Auto,
     /// Always copy through user-space buffers.
     Off,
@@ -276,6 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let (io, io_note) = select_io(cli.io)?;
+    let (splice, splice_note) = splice_for(io, splice);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
@@ -331,12 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workers,
         io = io.name(),
         io_note = %io_note,
-        splice = %match splice {
-            None => "off".to_string(),
-            Some(_) if !cfg!(target_os = "linux") => "off (splice(2) exists on Linux only)".to_string(),
-            Some(_) if io != Io::Readiness => "off (the io_uring backend copies)".to_string(),
-            Some(s) => format!("after {} bytes, at most {} pipes per worker", s.after, s.pipes_max),
-        },
+        splice = %splice_note,
         listeners = %listeners.join(", "),
         pools = %pools.join("; "),
         max_connections = config.max_connections,
@@ -378,6 +375,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     tracing::info!("gobalancer stopped");
     Ok(())
+}
+
+/// The splice settings the workers get on backend `io`, and what the start line says of
+/// them: io_uring splices only where its probe finds IORING_OP_SPLICE and POLL_ADD.
+fn splice_for(io: Io, splice: Option<SpliceSettings>) -> (Option<SpliceSettings>, String) {
+    let Some(s) = splice else {
+        return (None, "off".to_string());
+    };
+    if !cfg!(target_os = "linux") {
+        return (None, "off (splice(2) exists on Linux only)".to_string());
+    }
+    let how = match io {
+        Io::Readiness => "splice(2)".to_string(),
+        #[cfg(target_os = "linux")]
+        Io::Uring => match uring::probe_splice() {
+            Ok(()) => format!("IORING_OP_{}", uring::splice_operations().join(" + IORING_OP_")),
+            Err(e) => return (None, format!("off (the io_uring backend copies: {e})")),
+        },
+    };
+    (
+        Some(s),
+        format!(
+            "after {} bytes, at most {} pipes per worker ({how})",
+            s.after, s.pipes_max
+        ),
+    )
 }
 
 /// The I/O backend the workers run on.

@@ -1,7 +1,8 @@
 //! Benchmark, not a timed test (ignored by default): one bulk transfer (1 GiB by default)
-//! over one connection, directly to a loopback sink and through a one-worker L4 proxy
-//! on the epoll backend with `--splice auto` (from the first byte) and with `--splice
-//! off`, in alternating rounds; prints the medians and the ratios to direct.
+//! over one connection, directly to a loopback sink and through one-worker L4 proxies
+//! with `--splice auto` (from the first byte) and with `--splice off`, on the epoll
+//! backend and, where io_uring can splice, on the io_uring backend, in alternating
+//! rounds; prints the medians and the ratios to direct.
 //!
 //! `cargo test --release -p gobalancer --test bulk -- --ignored --nocapture`, with
 //! `BULK_BYTES` (1073741824), `BULK_ROUNDS` (5) and `BULK_BUFFER` (the proxy's
@@ -85,13 +86,28 @@ fn bulk_transfer_splice_on_off_and_direct() {
     let cfg = config("round-robin", &[(sink, 1)], &format!("buffer_size: \"{buffer}\","));
     let on = start_proxy_on(IoKind::EpollSplice, &cfg);
     let off = start_proxy_on(IoKind::Epoll, &cfg);
-    let runs = [("direct", sink), ("splice on", on.addr), ("splice off", off.addr)];
+    let mut runs = vec![
+        ("direct", sink),
+        ("epoll splice on", on.addr),
+        ("epoll splice off", off.addr),
+    ];
+    // Skipped, saying why, where io_uring cannot splice.
+    let uring = uring_splice_or_skip("bulk (io_uring)").map(|_| {
+        (
+            start_proxy_on(IoKind::UringSplice, &cfg),
+            start_proxy_on(IoKind::Uring, &cfg),
+        )
+    });
+    if let Some((on, off)) = &uring {
+        runs.push(("io_uring splice on", on.addr));
+        runs.push(("io_uring splice off", off.addr));
+    }
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     for round in 1..=rounds {
         for (i, (name, addr)) in runs.iter().enumerate() {
             let s = transfer(*addr, bytes);
             println!(
-                "round {round} {name:<10} {s:.3} s {:.2} GiB/s",
+                "round {round} {name:<19} {s:.3} s {:.2} GiB/s",
                 bytes as f64 / s / f64::from(1 << 30)
             );
             secs[i].push(s);
@@ -103,6 +119,6 @@ fn bulk_transfer_splice_on_off_and_direct() {
         .collect();
     println!("medians of {rounds} rounds, {bytes} bytes, buffer_size {buffer}:");
     for ((name, _), g) in runs.iter().zip(&gibps) {
-        println!("{name:<10} {g:.2} GiB/s, {:.3} of direct", g / gibps[0]);
+        println!("{name:<19} {g:.2} GiB/s, {:.3} of direct", g / gibps[0]);
     }
 }

@@ -2,9 +2,11 @@
 //! distribution, failover past a stopped or black-holed backend, half-close, idle
 //! timeout, reset on backend failure, the connection limit, and counters back to zero.
 //!
-//! Every test runs three times, with the balancer on each I/O backend: `epoll::NAME`
-//! (tokio), `splice::NAME` (tokio splicing every direction from its first byte) and
-//! `uring::NAME` (io_uring; skipped, saying why, where the machine lacks it).
+//! Every test runs four times, with the balancer on each I/O backend: `epoll::NAME`
+//! (tokio), `splice::NAME` (tokio splicing every direction from its first byte),
+//! `uring::NAME` (io_uring; skipped, saying why, where the machine lacks it) and
+//! `uring_splice::NAME` (io_uring splicing every direction from its first byte; skipped
+//! where io_uring or its splice is unavailable).
 // A raw backend thread scripts a mid-stream reset; the balancer itself runs on its workers.
 #![allow(clippy::disallowed_methods)]
 
@@ -17,7 +19,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-/// Generates `epoll::NAME` and `uring::NAME` tests calling `NAME(io)`.
+/// Generates `epoll::NAME`, `splice::NAME`, `uring::NAME` and `uring_splice::NAME`
+/// tests calling `NAME(io)`.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod epoll {
@@ -41,6 +44,16 @@ macro_rules! on_every_backend {
                 #[test]
                 fn $name() {
                     if let Some(io) = super::uring_or_skip(concat!("uring::", stringify!($name))) {
+                        super::$name(io)
+                    }
+                }
+            )*
+        }
+        mod uring_splice {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(io) = super::uring_splice_or_skip(concat!("uring_splice::", stringify!($name))) {
                         super::$name(io)
                     }
                 }

@@ -1,16 +1,23 @@
 //! Zero-copy L4 forwarding (`--splice auto`) over loopback, one connection driven at a
-//! time through `proxy_connection` on a tokio worker, so that each test sees the
-//! connection's [`Outcome`] and the worker's pipe pool: large transfers both ways arrive
-//! byte-exact with exact counts, after the threshold and from the first byte; half-close;
-//! a backend reset mid-splice resets the client; an exhausted pipe pool falls back to
-//! copying, still exact. The L4 suite also runs with splice on (`l4.rs`, `splice::NAME`).
+//! time through `proxy_connection` on a worker, so that each test sees the connection's
+//! [`Outcome`] and the worker's pipe pool: large transfers both ways arrive byte-exact
+//! with exact counts, after the threshold and from the first byte; half-close; a backend
+//! reset mid-splice resets the client; an exhausted pipe pool falls back to copying,
+//! still exact; an idle spliced connection is cut at the idle timeout; a pipe whose
+//! splice was abandoned in flight is never reused. Every test runs on the tokio backend
+//! (`tokio::NAME`, splice(2)) and on io_uring (`uring::NAME`, IORING_OP_SPLICE; skipped,
+//! saying why, where io_uring cannot splice). The L4 suite also runs with splice on
+//! (`l4.rs`, `splice::NAME` and `uring_splice::NAME`).
 // Tests bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use gobalancer::config::Config;
-use gobalancer::io::tokio::{spawn_worker, TokioEnv, TokioListener};
-use gobalancer::io::{join, BindOptions, Env, IoBuf, Listener, OwnedRead, OwnedWrite, SplitMix64, Stream};
+use gobalancer::io::tokio::{spawn_worker, TokioEnv};
+use gobalancer::io::uring::UringEnv;
+use gobalancer::io::{join, BindOptions, Env, IoBuf, Listener, OwnedRead, OwnedWrite, PipePool, SplitMix64, Stream};
 use gobalancer::proxy::tcp::{proxy_connection, Outcome};
 use gobalancer::proxy::{Shared, SpliceSettings, Worker};
 use std::future::Future;
@@ -26,14 +33,14 @@ const LISTEN: BindOptions = BindOptions {
 };
 const BUFFER: usize = 16 * 1024;
 
-/// Runs `body` on a worker thread like the binary's, bounded by [`TEST_LIMIT`].
-fn on_worker<F, Fut>(body: F)
+/// Runs `body` on a tokio worker thread like the binary's, bounded by [`TEST_LIMIT`].
+fn on_tokio<F, Fut>(body: F)
 where
     F: FnOnce(TokioEnv) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let h = spawn_worker("splice-test".into(), move |env| async move {
-        if tokio::time::timeout(TEST_LIMIT, body(env)).await.is_err() {
+        if ::tokio::time::timeout(TEST_LIMIT, body(env)).await.is_err() {
             panic!("test hung for {TEST_LIMIT:?}");
         }
     })
@@ -42,6 +49,61 @@ where
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Runs `body` on an io_uring worker thread like the binary's, bounded by
+/// [`TEST_LIMIT`].
+fn on_uring<F, Fut>(body: F)
+where
+    F: FnOnce(UringEnv) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let h = gobalancer::io::uring::spawn_worker("splice-test-uring".into(), move |env| async move {
+        if ::tokio::time::timeout(TEST_LIMIT, body(env)).await.is_err() {
+            panic!("test hung for {TEST_LIMIT:?}");
+        }
+    })
+    .expect("worker thread");
+    if let Err(panic) = h.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Generates `tokio::NAME` and `uring::NAME` tests running `NAME(env)` on a worker of
+/// each backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod tokio {
+            $(
+                #[test]
+                fn $name() {
+                    super::on_tokio(super::$name)
+                }
+            )*
+        }
+        mod uring {
+            $(
+                #[test]
+                fn $name() {
+                    if super::common::uring_splice_or_skip(concat!("uring::", stringify!($name))).is_some() {
+                        super::on_uring(super::$name)
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    large_transfers_both_ways_after_the_threshold,
+    large_transfers_both_ways_from_the_first_byte,
+    splice_off_copies_with_the_same_counts,
+    half_close_then_a_large_reply,
+    backend_reset_mid_splice_resets_the_client,
+    exhausted_pipe_pool_falls_back_to_copying,
+    spliced_activity_keeps_the_connection_out_of_the_idle_timeout,
+    idle_spliced_connection_is_cut_and_its_clean_pipes_are_reused,
+    pipe_of_an_abandoned_splice_is_never_reused,
+);
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut r = SplitMix64::new(seed);
@@ -75,20 +137,20 @@ async fn read_to_end<R: OwnedRead>(r: &mut R) -> (Vec<u8>, io::Result<()>) {
 
 /// A backend listener, the proxy's address, the shared state over that backend and a
 /// worker splicing with `splice`; the proxy listener goes to [`serve`].
-struct Rig {
-    env: TokioEnv,
-    backend: TokioListener,
+struct Rig<E: Env> {
+    env: E,
+    backend: E::Listener,
     proxy_addr: std::net::SocketAddr,
     shared: Arc<Shared>,
     worker: Rc<Worker>,
 }
 
-async fn rig(env: TokioEnv, splice: Option<SpliceSettings>) -> (Rig, TokioListener) {
+async fn rig<E: Env>(env: E, splice: Option<SpliceSettings>) -> (Rig<E>, E::Listener) {
     rig_with(env, splice, "").await
 }
 
 /// As [`rig`], with `extra` top-level config fields, e.g. `timeouts: (idle: "1s"),`.
-async fn rig_with(env: TokioEnv, splice: Option<SpliceSettings>, extra: &str) -> (Rig, TokioListener) {
+async fn rig_with<E: Env>(env: E, splice: Option<SpliceSettings>, extra: &str) -> (Rig<E>, E::Listener) {
     let any = "127.0.0.1:0".parse().expect("addr");
     let backend = env.bind(any, LISTEN).await.expect("bind backend");
     let proxy = env.bind(any, LISTEN).await.expect("bind proxy");
@@ -110,18 +172,18 @@ async fn rig_with(env: TokioEnv, splice: Option<SpliceSettings>, extra: &str) ->
 }
 
 /// Serves `n` connections on `listener`; their outcomes in accept order.
-fn serve(rig: &Rig, mut listener: TokioListener, n: usize) -> tokio::task::JoinHandle<Vec<Outcome>> {
+fn serve<E: Env>(rig: &Rig<E>, mut listener: E::Listener, n: usize) -> ::tokio::task::JoinHandle<Vec<Outcome>> {
     let env = rig.env.clone();
     let shared = rig.shared.clone();
     let worker = rig.worker.clone();
-    tokio::task::spawn_local(async move {
+    ::tokio::task::spawn_local(async move {
         let mut handles = Vec::new();
         for _ in 0..n {
             let (s, peer) = listener.accept().await.expect("accept");
             let env = env.clone();
             let shared = shared.clone();
             let worker = worker.clone();
-            handles.push(tokio::task::spawn_local(async move {
+            handles.push(::tokio::task::spawn_local(async move {
                 proxy_connection(&env, s, peer, &shared.listeners[0], &worker).await
             }));
         }
@@ -135,7 +197,7 @@ fn serve(rig: &Rig, mut listener: TokioListener, n: usize) -> tokio::task::JoinH
 
 /// A backend connection that reads everything the client sends while sending `reply`,
 /// then half-closes; returns what it read.
-async fn exchange_backend(backend: &mut TokioListener, reply: Vec<u8>) -> Vec<u8> {
+async fn exchange_backend<L: Listener>(backend: &mut L, reply: Vec<u8>) -> Vec<u8> {
     let (s, _) = backend.accept().await.expect("backend accept");
     let (mut r, mut w) = s.into_split();
     let (got, ()) = join(
@@ -154,7 +216,7 @@ async fn exchange_backend(backend: &mut TokioListener, reply: Vec<u8>) -> Vec<u8
 }
 
 /// A client connection that sends `request` and half-closes while reading the reply.
-async fn exchange_client(env: &TokioEnv, addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+async fn exchange_client<E: Env>(env: &E, addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     let c = env.connect(addr).await.expect("client connect");
     let (mut r, mut w) = c.into_split();
     let ((), got) = join(
@@ -181,8 +243,8 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
 
 /// Large transfers both ways at once, byte-exact, with exact counts; both directions
 /// spliced (a pipe each) and the pipes back in the pool, empty, afterwards.
-fn large_both_ways(after: u64) {
-    on_worker(move |env| async move {
+async fn large_both_ways<E: Env>(env: E, after: u64) {
+    {
         let splice = SpliceSettings {
             after,
             ..SpliceSettings::default()
@@ -210,22 +272,19 @@ fn large_both_ways(after: u64) {
         let (_, pool) = rig.worker.splice().expect("splicing on");
         assert_eq!(pool.live(), 2, "one pipe per direction");
         assert_eq!(pool.idle(), 2, "both pipes back in the pool");
-    });
+    }
 }
 
-#[test]
-fn large_transfers_both_ways_after_the_threshold() {
-    large_both_ways(SpliceSettings::AFTER_DEFAULT);
+async fn large_transfers_both_ways_after_the_threshold<E: Env>(env: E) {
+    large_both_ways(env, SpliceSettings::AFTER_DEFAULT).await;
 }
 
-#[test]
-fn large_transfers_both_ways_from_the_first_byte() {
-    large_both_ways(0);
+async fn large_transfers_both_ways_from_the_first_byte<E: Env>(env: E) {
+    large_both_ways(env, 0).await;
 }
 
-#[test]
-fn splice_off_copies_with_the_same_counts() {
-    on_worker(|env| async move {
+async fn splice_off_copies_with_the_same_counts<E: Env>(env: E) {
+    {
         let (mut rig, listener) = rig(env.clone(), None).await;
         let outcomes = serve(&rig, listener, 1);
         let up = pattern(3, 3 * 1024 * 1024 + 1);
@@ -246,14 +305,13 @@ fn splice_off_copies_with_the_same_counts() {
             }]
         );
         assert!(rig.worker.splice().is_none());
-    });
+    }
 }
 
 /// The client half-closes after its request; the backend reads to EOF, then sends a
 /// large reply, which the client still gets whole.
-#[test]
-fn half_close_then_a_large_reply() {
-    on_worker(|env| async move {
+async fn half_close_then_a_large_reply<E: Env>(env: E) {
+    {
         let splice = SpliceSettings {
             after: 0,
             ..SpliceSettings::default()
@@ -292,14 +350,13 @@ fn half_close_then_a_large_reply() {
                 bytes_down: reply.len() as u64,
             }]
         );
-    });
+    }
 }
 
 /// The backend resets the connection in the middle of a spliced reply: the client gets
 /// a reset, never a clean end, and the outcome says the backend failed.
-#[test]
-fn backend_reset_mid_splice_resets_the_client() {
-    on_worker(|env| async move {
+async fn backend_reset_mid_splice_resets_the_client<E: Env>(env: E) {
+    {
         let splice = SpliceSettings {
             after: 0,
             ..SpliceSettings::default()
@@ -330,14 +387,13 @@ fn backend_reset_mid_splice_resets_the_client() {
             outcomes.await.expect("serve"),
             vec![Outcome::BackendFailed { backend: 0 }]
         );
-    });
+    }
 }
 
 /// A pool of one pipe and two connections at once: one direction gets the pipe, the
 /// other three copy, and every byte and count is still exact.
-#[test]
-fn exhausted_pipe_pool_falls_back_to_copying() {
-    on_worker(|env| async move {
+async fn exhausted_pipe_pool_falls_back_to_copying<E: Env>(env: E) {
+    {
         let splice = SpliceSettings { after: 0, pipes_max: 1 };
         let (mut rig, listener) = rig(env.clone(), Some(splice)).await;
         let outcomes = serve(&rig, listener, 2);
@@ -395,14 +451,13 @@ fn exhausted_pipe_pool_falls_back_to_copying() {
         let (_, pool) = rig.worker.splice().expect("splicing on");
         assert_eq!(pool.live(), 1, "never more pipes than the pool's maximum");
         assert_eq!(pool.idle(), 1);
-    });
+    }
 }
 
 /// A spliced transfer that trickles for several idle timeouts is not cut: every splice
 /// counts as activity. Then, once nothing moves, the idle timeout closes it.
-#[test]
-fn spliced_activity_keeps_the_connection_out_of_the_idle_timeout() {
-    on_worker(|env| async move {
+async fn spliced_activity_keeps_the_connection_out_of_the_idle_timeout<E: Env>(env: E) {
+    {
         let splice = SpliceSettings {
             after: 0,
             ..SpliceSettings::default()
@@ -450,5 +505,140 @@ fn spliced_activity_keeps_the_connection_out_of_the_idle_timeout() {
                 Outcome::IdleTimeout { backend: 0 },
             ]
         );
-    });
+    }
+}
+
+/// An idle spliced connection (every direction waiting for its source) is cut at the
+/// idle timeout; its pipes never held a byte nor an operation in flight, so they go
+/// back to the pool and serve the next connection, exact.
+async fn idle_spliced_connection_is_cut_and_its_clean_pipes_are_reused<E: Env>(env: E) {
+    let splice = SpliceSettings { after: 0, pipes_max: 2 };
+    let (mut rig, listener) = rig_with(env.clone(), Some(splice), "timeouts: (idle: \"300ms\"),").await;
+    let outcomes = serve(&rig, listener, 2);
+    let idle = env.connect(rig.proxy_addr).await.expect("client connect");
+    let (idle_b, _) = rig.backend.accept().await.expect("backend accept");
+    let up = pattern(30, 1024 * 1024 + 3);
+    let down = pattern(31, 512 * 1024 + 5);
+    // Long after the idle timeout of the first connection.
+    env.sleep(Duration::from_millis(600)).await;
+    let (got_up, got_down) = join(
+        exchange_backend(&mut rig.backend, down.clone()),
+        exchange_client(&env, rig.proxy_addr, &up),
+    )
+    .await;
+    assert_same("client to backend", &got_up, &up);
+    assert_same("backend to client", &got_down, &down);
+    drop((idle, idle_b));
+    assert_eq!(
+        outcomes.await.expect("serve"),
+        vec![
+            Outcome::IdleTimeout { backend: 0 },
+            Outcome::Completed {
+                backend: 0,
+                bytes_up: up.len() as u64,
+                bytes_down: down.len() as u64,
+            },
+        ]
+    );
+    let (_, pool) = rig.worker.splice().expect("splicing on");
+    assert_eq!(pool.live(), 2, "the idle connection's pipes were reused");
+    assert_eq!(pool.idle(), 2);
+}
+
+/// A connected pair on `listener`: (client side, server side).
+async fn pair<E: Env>(env: &E, listener: &mut E::Listener) -> (E::Stream, E::Stream) {
+    let addr = listener.local_addr().expect("addr");
+    let (c, s) = join(env.connect(addr), listener.accept()).await;
+    (c.expect("connect"), s.expect("accept").0)
+}
+
+/// A fill dropped while its io_uring splice is in flight (a connection cut by a timeout
+/// in the middle of a splice) leaves the pipe marked; the pool closes it instead of
+/// reusing it, and the next pipe carries only its own connection's bytes. On the tokio
+/// backend a splice is a system call that is never in flight across an await.
+async fn pipe_of_an_abandoned_splice_is_never_reused<E: Env>(env: E) {
+    let uring = (&env as &dyn std::any::Any).downcast_ref::<UringEnv>().cloned();
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let mut listener = env.bind(any, LISTEN).await.expect("bind");
+    let pool = PipePool::new(4, 64 * 1024);
+    {
+        let (mut a_client, mut a_server) = pair(&env, &mut listener).await;
+        let (mut b_client, _b_server) = pair(&env, &mut listener).await;
+        send_all(&mut a_client, &pattern(40, 200_000)).await.expect("write");
+        env.sleep(Duration::from_millis(50)).await;
+        let mut pipe = pool.take().expect("a pipe");
+        {
+            let mut sp = a_server.splice_to(&mut b_client).expect("this pair splices");
+            let mut fill = Box::pin(sp.fill(&mut pipe));
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fill.as_mut().poll(cx))).await;
+            if uring.is_some() {
+                assert!(first.is_pending(), "an io_uring splice completes through the ring");
+            }
+            // Dropped here, in flight on io_uring: the cut.
+        }
+        assert_eq!(pipe.in_flight(), uring.is_some());
+        let reusable = !pipe.in_flight() && pipe.pending() == 0;
+        pool.give(pipe);
+        if uring.is_some() {
+            assert_eq!(pool.idle(), 0, "a pipe with an abandoned splice is not kept");
+            assert_eq!(pool.live(), 0);
+        } else {
+            assert_eq!(pool.idle(), usize::from(reusable));
+        }
+    }
+    if let Some(u) = &uring {
+        // The cancelled splice completes; its descriptors close then.
+        for _ in 0..500 {
+            if u.ops_in_flight() == 0 {
+                break;
+            }
+            env.sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(u.ops_in_flight(), 0, "the abandoned splice never completed");
+    }
+    // A new connection through the next pipe gets its own bytes, exactly.
+    let (mut c_client, mut c_server) = pair(&env, &mut listener).await;
+    let (mut d_client, mut d_server) = pair(&env, &mut listener).await;
+    let data = pattern(41, 300_000);
+    let mut pipe = pool.take().expect("a pipe");
+    let (got, moved) = join(
+        async {
+            send_all(&mut c_client, &data).await.expect("write");
+            c_client.shutdown().await.expect("shutdown");
+            let mut got = Vec::new();
+            let mut buf = IoBuf::with_capacity(64 * 1024);
+            while got.len() < data.len() {
+                let (res, b) = d_server.read(buf).await;
+                buf = b;
+                match res {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        got.extend_from_slice(buf.bytes());
+                        buf.clear();
+                    }
+                }
+            }
+            got
+        },
+        async {
+            let mut sp = c_server.splice_to(&mut d_client).expect("this pair splices");
+            let mut moved = 0usize;
+            loop {
+                match sp.fill(&mut pipe).await.expect("fill") {
+                    0 => break,
+                    _ => {
+                        while pipe.pending() > 0 {
+                            moved += sp.flush(&mut pipe).await.expect("flush");
+                        }
+                    }
+                }
+            }
+            moved
+        },
+    )
+    .await;
+    assert_eq!(moved, data.len());
+    assert_same("through the next pipe", &got, &data);
+    pool.give(pipe);
+    assert_eq!(pool.idle(), 1);
 }

@@ -103,9 +103,10 @@ pub trait OwnedRead: 'static {
 
     /// Zero-copy capability: a [`Splice`] from this half to `dst`, which moves bytes
     /// through a kernel pipe without copying them into user space. `None` (the default)
-    /// when this pair cannot splice: the caller copies through buffers instead. The
-    /// tokio backend on Linux splices between its own TCP halves; io_uring and the
-    /// simulation return `None`.
+    /// when this pair cannot splice: the caller copies through buffers instead. On Linux
+    /// the tokio backend splices between its own TCP halves (splice(2)) and the io_uring
+    /// backend between its own (IORING_OP_SPLICE, where the kernel has it); a pair of
+    /// two backends, other platforms and the simulation return `None`.
     fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
         let _ = dst;
         None

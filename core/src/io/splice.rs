@@ -4,14 +4,20 @@
 //! A stream half offers it as a capability: [`OwnedRead::splice_to`](super::OwnedRead::splice_to)
 //! returns a [`Splice`] between it and a destination half, or `None` when the pair
 //! cannot splice (another backend, another platform, the simulation): the caller then
-//! copies. Only the tokio backend on Linux splices today.
+//! copies. On Linux both real backends splice: the tokio (epoll) backend with splice(2)
+//! when the socket is ready, the io_uring backend with IORING_OP_SPLICE (see
+//! [`Splice`]).
 //!
 //! Pipes come from a bounded per-worker [`PipePool`]. Bytes in a pipe belong to the
 //! connection until they are written: a pipe goes back to the pool only when empty, and
 //! one dropped with bytes in it is closed (its connection is being torn down anyway).
+//! So is a pipe whose io_uring splice was abandoned in flight ([`Pipe::in_flight`]): the
+//! kernel may still move bytes into or out of it after the connection is gone.
 
 use std::cell::{Cell, RefCell};
 use std::io;
+#[cfg(target_os = "linux")]
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 /// Pipes are never shrunk below this, Linux's default pipe size (16 pages): with the
@@ -24,12 +30,21 @@ pub const PIPE_SIZE_MIN: usize = 64 * 1024;
 /// spliced into it and not yet out.
 #[derive(Debug)]
 pub struct Pipe {
+    /// The read end. Shared (`Rc`) so that an io_uring splice keeps it open until its
+    /// completion, even when the pipe itself is dropped meanwhile: the kernel looks the
+    /// descriptor up when the operation runs, and a number closed and reused by then
+    /// would splice another file's bytes.
     #[cfg(target_os = "linux")]
-    read: std::os::fd::OwnedFd,
+    read: Rc<OwnedFd>,
+    /// The write end, shared for the same reason.
     #[cfg(target_os = "linux")]
-    write: std::os::fd::OwnedFd,
+    write: Rc<OwnedFd>,
     /// Bytes in the pipe, not yet spliced out.
     pending: usize,
+    /// An io_uring splice into or out of the pipe was started and its completion not
+    /// yet collected. Still set when the pipe comes back: the operation was abandoned
+    /// and may move bytes later, so the pipe is never reused.
+    in_flight: bool,
     /// How many bytes the pipe holds.
     capacity: usize,
     /// The pool's live-pipe counter, decremented when the pipe is closed.
@@ -45,6 +60,13 @@ impl Pipe {
     /// How many bytes the pipe holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// True while an io_uring splice into or out of the pipe has not completed (see
+    /// [`PipePool::give`]); always false on the tokio backend, whose splices are
+    /// synchronous system calls.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
     }
 
     /// A new nonblocking pipe of (about) `size` bytes.
@@ -73,9 +95,10 @@ impl Pipe {
         }
         live.set(live.get() + 1);
         Ok(Pipe {
-            read,
-            write,
+            read: Rc::new(read),
+            write: Rc::new(write),
             pending: 0,
+            in_flight: false,
             capacity: usize::try_from(got).unwrap_or(size),
             live,
         })
@@ -137,9 +160,10 @@ impl PipePool {
     }
 
     /// Gives a pipe back: kept when it is empty, closed when it still holds bytes (they
-    /// belonged to a connection that is gone).
+    /// belonged to a connection that is gone) or when an io_uring splice on it was
+    /// abandoned in flight (it may still move bytes of that connection).
     pub fn give(&self, pipe: Pipe) {
-        if pipe.pending == 0 && Rc::ptr_eq(&pipe.live, &self.live) {
+        if pipe.pending == 0 && !pipe.in_flight && Rc::ptr_eq(&pipe.live, &self.live) {
             self.idle.borrow_mut().push(pipe);
         }
     }
@@ -157,14 +181,39 @@ impl PipePool {
 
 /// A splice between a source half and a destination half, borrowed from both (see
 /// [`OwnedRead::splice_to`](super::OwnedRead::splice_to)).
+///
+/// - **tokio (epoll)**: splice(2) with `SPLICE_F_NONBLOCK` on the nonblocking sockets,
+///   waiting for readiness on EAGAIN.
+/// - **io_uring**: IORING_OP_SPLICE. The kernel always runs it on an io-wq worker thread,
+///   where a splice from a blocking socket would wait for data and hold that thread for
+///   as long as the connection idles. So the two sockets are put in O_NONBLOCK mode when
+///   they first splice, the splice carries `SPLICE_F_NONBLOCK`, and an EAGAIN waits for
+///   readiness with IORING_OP_POLL_ADD (POLLIN to fill, POLLOUT to flush) before the next
+///   try; a flush that moved less than the pipe held polls before the next one. A fill is
+///   hard-linked to a flush of the same pipe load (IOSQE_IO_HARDLINK), which io-wq runs
+///   right after it: one round trip through the ring per load instead of two, and the
+///   next [`Splice::flush`] reports what that linked flush moved. Should O_NONBLOCK not be
+///   settable, every splice polls first and none is linked.
 pub struct Splice<'a> {
     inner: Inner<'a>,
 }
 
 #[cfg(target_os = "linux")]
-struct Inner<'a> {
-    src: &'a tokio::net::TcpStream,
-    dst: &'a tokio::net::TcpStream,
+enum Inner<'a> {
+    Tokio {
+        src: &'a tokio::net::TcpStream,
+        dst: &'a tokio::net::TcpStream,
+    },
+    Uring {
+        ops: super::uring::UringSplice<'a>,
+        /// Wait for the source to be readable before the next fill.
+        poll_src: bool,
+        /// Wait for the destination to be writable before the next flush.
+        poll_dst: bool,
+        /// What the flush linked to the last fill did, for the next [`Splice::flush`]
+        /// to report.
+        linked: Option<io::Result<usize>>,
+    },
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -173,12 +222,30 @@ struct Inner<'a> {
     _life: std::marker::PhantomData<&'a ()>,
 }
 
+#[cfg(target_os = "linux")]
+fn is_eagain(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 impl<'a> Splice<'a> {
     /// A splice from `src` to `dst` (tokio sockets).
     #[cfg(target_os = "linux")]
     pub(crate) fn tokio(src: &'a tokio::net::TcpStream, dst: &'a tokio::net::TcpStream) -> Splice<'a> {
         Splice {
-            inner: Inner { src, dst },
+            inner: Inner::Tokio { src, dst },
+        }
+    }
+
+    /// A splice through the io_uring driver (see [`super::uring`]).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn uring(ops: super::uring::UringSplice<'a>) -> Splice<'a> {
+        Splice {
+            inner: Inner::Uring {
+                ops,
+                poll_src: false,
+                poll_dst: false,
+                linked: None,
+            },
         }
     }
 
@@ -187,41 +254,50 @@ impl<'a> Splice<'a> {
     pub async fn fill(&mut self, pipe: &mut Pipe) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
-            use std::os::fd::AsRawFd;
-            use tokio::io::Interest;
-            if pipe.pending != 0 {
+            if pipe.pending != 0 || pipe.in_flight {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "fill of a non-empty pipe"));
             }
-            let src = self.inner.src;
-            let len = pipe.capacity;
-            let pipe_w = pipe.write.as_raw_fd();
-            loop {
-                let res = src.try_io(Interest::READABLE, || {
-                    // SAFETY: both descriptors are open for the duration of the call (the
-                    // socket is borrowed, the pipe is borrowed mutably); null offsets are
-                    // required for sockets and pipes.
-                    let r = unsafe {
-                        libc::splice(
-                            src.as_raw_fd(),
-                            std::ptr::null_mut(),
-                            pipe_w,
-                            std::ptr::null_mut(),
-                            len,
-                            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-                        )
-                    };
-                    // The pipe is empty, so EAGAIN can only mean that the socket has
-                    // nothing to read: `try_io` then clears its readiness.
-                    usize::try_from(r).map_err(|_| io::Error::last_os_error())
-                });
-                match res {
-                    Ok(n) => {
-                        pipe.pending += n;
-                        return Ok(n);
+            match &mut self.inner {
+                Inner::Tokio { src, .. } => tokio_fill(src, pipe).await,
+                Inner::Uring {
+                    ops,
+                    poll_src,
+                    poll_dst,
+                    linked,
+                } => {
+                    let len = pipe.capacity;
+                    *linked = None;
+                    loop {
+                        if *poll_src || !ops.src_nonblocking() {
+                            // Dropping this wait moves no byte: the pipe stays reusable.
+                            ops.src_readable().await?;
+                        }
+                        // Link a flush when it cannot wait on an io-wq thread, and when
+                        // the destination is not known to be full.
+                        let link = !*poll_dst && ops.dst_nonblocking();
+                        pipe.in_flight = true;
+                        let (res, out) = if link {
+                            let (res, out) = ops.through_pipe(&pipe.write, &pipe.read, len).await;
+                            (res, Some(out))
+                        } else {
+                            (ops.fill_pipe(&pipe.write, len).await, None)
+                        };
+                        // Not reached if the future is dropped at the await above: the
+                        // flag then stays set and the pool closes the pipe.
+                        pipe.in_flight = false;
+                        match res {
+                            Ok(n) => {
+                                pipe.pending += n;
+                                *poll_src = false;
+                                *linked = out;
+                                return Ok(n);
+                            }
+                            // The pipe is empty, so EAGAIN means the socket has nothing.
+                            Err(e) if is_eagain(&e) => *poll_src = true,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
                 }
             }
         }
@@ -237,49 +313,135 @@ impl<'a> Splice<'a> {
     pub async fn flush(&mut self, pipe: &mut Pipe) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
-            use std::os::fd::AsRawFd;
-            use tokio::io::Interest;
-            let dst = self.inner.dst;
-            let pipe_r = pipe.read.as_raw_fd();
-            loop {
-                let len = pipe.pending;
-                if len == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "flush of an empty pipe"));
-                }
-                let res = dst.try_io(Interest::WRITABLE, || {
-                    // SAFETY: as in `fill`: both descriptors are open and borrowed.
-                    let r = unsafe {
-                        libc::splice(
-                            pipe_r,
-                            std::ptr::null_mut(),
-                            dst.as_raw_fd(),
-                            std::ptr::null_mut(),
-                            len,
-                            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-                        )
-                    };
-                    // The pipe holds bytes, so EAGAIN means the socket is full. splice(2)
-                    // has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as well as EPIPE.
-                    // Rust's runtime ignores SIGPIPE before `main` (as the binary and the
-                    // test harness run), so only the EPIPE error is seen here.
-                    usize::try_from(r).map_err(|_| io::Error::last_os_error())
-                });
-                match res {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        pipe.pending = pipe.pending.saturating_sub(n);
-                        return Ok(n);
+            if pipe.pending == 0 || pipe.in_flight {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "flush of an empty pipe"));
+            }
+            match &mut self.inner {
+                Inner::Tokio { dst, .. } => tokio_flush(dst, pipe).await,
+                Inner::Uring {
+                    ops, poll_dst, linked, ..
+                } => loop {
+                    let len = pipe.pending;
+                    match linked.take() {
+                        // The flush linked to the fill moved these bytes already.
+                        Some(Ok(n)) if n > 0 => {
+                            let n = n.min(len);
+                            pipe.pending -= n;
+                            *poll_dst = n < len;
+                            return Ok(n);
+                        }
+                        // Nothing moved: the destination is full, or the linked flush ran
+                        // before the fill (submitted apart, see `through_pipe`).
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) if is_eagain(&e) => *poll_dst = true,
+                        Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // ECANCELED: the linked flush never ran; try again.
+                        Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+                        Some(Err(e)) => return Err(e),
+                        None => {}
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+                    if *poll_dst || !ops.dst_nonblocking() {
+                        ops.dst_writable().await?;
+                    }
+                    pipe.in_flight = true;
+                    let res = ops.drain_pipe(&pipe.read, len).await;
+                    pipe.in_flight = false;
+                    match res {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            pipe.pending = pipe.pending.saturating_sub(n);
+                            *poll_dst = n < len;
+                            return Ok(n);
+                        }
+                        // The pipe holds bytes, so EAGAIN means the socket is full.
+                        Err(e) if is_eagain(&e) => *poll_dst = true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                },
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = pipe;
             match self.inner.never {}
+        }
+    }
+}
+
+/// [`Splice::fill`] on the tokio backend: splice(2) when the socket is readable.
+#[cfg(target_os = "linux")]
+async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let len = pipe.capacity;
+    let pipe_w = pipe.write.as_raw_fd();
+    loop {
+        let res = src.try_io(Interest::READABLE, || {
+            // SAFETY: both descriptors are open for the duration of the call (the
+            // socket is borrowed, the pipe is borrowed mutably); null offsets are
+            // required for sockets and pipes.
+            let r = unsafe {
+                libc::splice(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    pipe_w,
+                    std::ptr::null_mut(),
+                    len,
+                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+                )
+            };
+            // The pipe is empty, so EAGAIN can only mean that the socket has
+            // nothing to read: `try_io` then clears its readiness.
+            usize::try_from(r).map_err(|_| io::Error::last_os_error())
+        });
+        match res {
+            Ok(n) => {
+                pipe.pending += n;
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`Splice::flush`] on the tokio backend: splice(2) when the socket is writable.
+#[cfg(target_os = "linux")]
+async fn tokio_flush(dst: &tokio::net::TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let pipe_r = pipe.read.as_raw_fd();
+    loop {
+        let len = pipe.pending;
+        let res = dst.try_io(Interest::WRITABLE, || {
+            // SAFETY: as in `tokio_fill`: both descriptors are open and borrowed.
+            let r = unsafe {
+                libc::splice(
+                    pipe_r,
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    len,
+                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+                )
+            };
+            // The pipe holds bytes, so EAGAIN means the socket is full. splice(2)
+            // has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as well as EPIPE.
+            // Rust's runtime ignores SIGPIPE before `main` (as the binary and the
+            // test harness run), so only the EPIPE error is seen here.
+            usize::try_from(r).map_err(|_| io::Error::last_os_error())
+        });
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pipe.pending = pipe.pending.saturating_sub(n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

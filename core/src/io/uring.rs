@@ -6,9 +6,10 @@
 //! Each worker thread has one ring, owned by a driver that the worker's [`UringEnv`], its
 //! listeners and its streams share through an `Rc`.
 //!
-//! - **Operation table.** Starting an operation (accept, connect, recv, send, shutdown)
-//!   takes a slot in the table and moves into it everything the kernel will read or write:
-//!   the [`IoBuf`], the socket address storage. The submission entry points into that
+//! - **Operation table.** Starting an operation (accept, connect, recv, send, shutdown,
+//!   poll, splice) takes a slot in the table and moves into it everything the kernel
+//!   will read or write: the [`IoBuf`], the socket address storage (a splice's
+//!   descriptors, see below). The submission entry points into that
 //!   memory, which is heap memory and does not move while the slot holds it. The slot
 //!   gives it back only once the operation's completion has been drained: to the future
 //!   that awaits it, or, if that future was dropped, to the allocator.
@@ -42,12 +43,29 @@
 //! queued and waits briefly for the cancelled operations; buffers the kernel may still hold
 //! after that are leaked, never freed.
 //!
-//! # Sockets stay in blocking mode
+//! # Sockets stay in blocking mode (until they splice)
 //!
 //! io_uring arms its own poll for a socket operation that cannot complete at once, but
 //! some kernels hand EAGAIN back instead for a file in O_NONBLOCK mode. So listeners,
 //! accepted and connected sockets are left (or put) in blocking mode; no thread ever
 //! blocks on them, since every operation on them goes through the ring.
+//!
+//! The exception is splicing ([`Splice`](super::Splice)): IORING_OP_SPLICE always runs
+//! on an io-wq worker thread, where a blocking socket would hold the thread while it
+//! waits, so a socket is put in O_NONBLOCK mode when it first splices. Its recv and send
+//! then handle an EAGAIN from such a kernel themselves: they wait for readiness with
+//! IORING_OP_POLL_ADD and try again, never handing EAGAIN to the caller.
+//!
+//! # Splice
+//!
+//! A read half splices to a write half of this backend ([`OwnedRead::splice_to`]) when
+//! the worker's ring has IORING_OP_SPLICE (Linux 5.7) and IORING_OP_POLL_ADD; otherwise
+//! `splice_to` says `None` and the caller copies. io-wq looks a splice's descriptors up
+//! when it runs the operation, not when it is submitted: a descriptor closed meanwhile
+//! and its number reused would splice another file's bytes. So the slot of a splice
+//! holds both descriptors (the socket's and the pipe end's, shared through an `Rc`) until
+//! the completion, and a socket or a pipe dropped while an abandoned splice still names
+//! it is closed only then.
 //!
 //! # One ring, one thread
 //!
@@ -65,10 +83,10 @@
 //! `--io uring` explains a refusal with its error ([`UringUnavailable`]).
 
 use super::tokio::{bind_std, TokioEnv};
-use super::{BindOptions, BufResult, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Stream};
+use super::{BindOptions, BufResult, Env, Instant, IoBuf, Listener, OwnedRead, OwnedWrite, Splice, Stream};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockRef, Socket, Type};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -113,6 +131,12 @@ const REQUIRED_OPS: [(u8, &str, &str); 7] = [
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL", "5.5"),
 ];
 
+/// The operations a splice submits ([`probe_splice`]); without them the backend copies.
+const SPLICE_OPS: [(u8, &str, &str); 2] = [
+    (opcode::Splice::CODE, "SPLICE", "5.7"),
+    (opcode::PollAdd::CODE, "POLL_ADD", "5.1"),
+];
+
 /// Why the io_uring backend cannot run on this machine.
 #[derive(Debug, thiserror::Error)]
 pub enum UringUnavailable {
@@ -144,6 +168,19 @@ pub fn required_operations() -> Vec<&'static str> {
     REQUIRED_OPS.iter().map(|(_, name, _)| *name).collect()
 }
 
+/// The operations this backend splices with (`--splice auto`), by their io_uring names.
+pub fn splice_operations() -> Vec<&'static str> {
+    SPLICE_OPS.iter().map(|(_, name, _)| *name).collect()
+}
+
+/// The operations of `ops` that `probe` lacks, as "NAME (Linux VERSION)".
+fn missing_ops(probe: &Probe, ops: &[(u8, &str, &str)]) -> Vec<String> {
+    ops.iter()
+        .filter(|(code, _, _)| !probe.is_supported(*code))
+        .map(|(_, name, since)| format!("{name} (Linux {since})"))
+        .collect()
+}
+
 /// Checks that io_uring can serve this backend here: sets up a ring of the size a worker
 /// uses and asks the kernel for the operations ([`required_operations`]) and the features
 /// (NODROP, FAST_POLL) the driver needs. Cheap enough to call once per start or per test.
@@ -153,9 +190,31 @@ pub fn required_operations() -> Vec<&'static str> {
 /// whatever blocking call that thread is making at the moment, such as a test client's
 /// `read` or the binary's start-up.
 pub fn probe() -> Result<(), UringUnavailable> {
-    let probing = std::thread::Builder::new()
-        .name("io_uring-probe".into())
-        .spawn(probe_on_this_thread);
+    on_probe_thread(probe_on_this_thread)
+}
+
+/// Checks that this backend can splice here ([`splice_operations`]), the way [`probe`]
+/// checks that it can run. Where it cannot, io_uring workers copy; each worker's ring
+/// also checks for itself, so a worker never submits an operation its kernel lacks.
+pub fn probe_splice() -> Result<(), UringUnavailable> {
+    on_probe_thread(|| {
+        let ring = build_ring().map_err(classify_setup_error)?;
+        let mut probe = Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(UringUnavailable::Probe)?;
+        let missing = missing_ops(&probe, &SPLICE_OPS);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(UringUnavailable::MissingOps(missing))
+        }
+    })
+}
+
+/// Runs a probe on a short-lived thread of its own (see [`probe`]).
+fn on_probe_thread(f: impl FnOnce() -> Result<(), UringUnavailable> + Send + 'static) -> Result<(), UringUnavailable> {
+    let probing = std::thread::Builder::new().name("io_uring-probe".into()).spawn(f);
     match probing {
         Ok(handle) => handle.join().unwrap_or_else(|_| {
             Err(UringUnavailable::Setup(
@@ -173,11 +232,7 @@ fn probe_on_this_thread() -> Result<(), UringUnavailable> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(UringUnavailable::Probe)?;
-    let missing: Vec<String> = REQUIRED_OPS
-        .iter()
-        .filter(|(code, _, _)| !probe.is_supported(*code))
-        .map(|(_, name, since)| format!("{name} (Linux {since})"))
-        .collect();
+    let missing = missing_ops(&probe, &REQUIRED_OPS);
     if !missing.is_empty() {
         return Err(UringUnavailable::MissingOps(missing));
     }
@@ -259,6 +314,11 @@ enum Held {
     /// Connect reads the address; it is held, never read back.
     #[allow(dead_code)]
     Connect(Box<SockAddr>),
+    /// A splice's two descriptors, input then output, kept open until the completion:
+    /// io-wq looks them up only when it runs the operation (see the module
+    /// documentation). Dropping them here closes them with close(2).
+    #[allow(dead_code)]
+    Splice([Rc<OwnedFd>; 2]),
 }
 
 /// Where an accept puts the peer's address.
@@ -357,6 +417,12 @@ impl Table {
         slot.held = held;
         self.in_flight += 1;
         Some(key_of(index, slot.generation))
+    }
+
+    /// Takes back a slot just allocated whose operation was never queued.
+    fn unalloc(&mut self, key: u64) -> Held {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.release(key)
     }
 
     /// The live slot `key` names.
@@ -590,6 +656,8 @@ struct Driver {
     /// Declared (so dropped) first: deregisters the descriptor before `inner` closes it.
     registration: AsyncFd<RingFd>,
     inner: RefCell<Inner>,
+    /// The ring has the operations of a splice ([`SPLICE_OPS`]).
+    splice: bool,
 }
 
 /// The ring's descriptor, as the reactor sees it; owned by the `IoUring` in `Inner`.
@@ -628,8 +696,12 @@ impl Driver {
         // as long as the registration lives.
         let registration = unsafe { AsyncFd::register_with_interest(RingFd(ring.as_raw_fd()), Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
+        // A kernel that cannot list its operations (before 5.6) cannot splice here.
+        let mut probe = Probe::new();
+        let splice = ring.submitter().register_probe(&mut probe).is_ok() && missing_ops(&probe, &SPLICE_OPS).is_empty();
         Ok(Rc::new(Driver {
             registration,
+            splice,
             inner: RefCell::new(Inner {
                 ring,
                 table: Table {
@@ -653,7 +725,8 @@ impl Driver {
     ///
     /// Every pointer in `entry` must point into heap memory owned by `held` (which the
     /// slot keeps, untouched, until the completion has been drained, wherever the returned
-    /// future goes) or be null.
+    /// future goes) or be null. An operation that io-wq runs with descriptors it looks up
+    /// only then (a splice) must hold those descriptors in `held` as well.
     unsafe fn start(self: &Rc<Self>, entry: squeue::Entry, held: Held) -> io::Result<Op> {
         let mut inner = self.inner.borrow_mut();
         let Some(key) = inner.table.alloc(held) else {
@@ -671,6 +744,51 @@ impl Driver {
             key,
             finished: false,
         })
+    }
+
+    /// Starts two operations, `first` hard-linked to `second` (IOSQE_IO_HARDLINK): the
+    /// kernel starts the second once the first has completed, whatever its result. Both
+    /// slots are taken before either entry is queued, so that a full table never leaves
+    /// the link flag on an entry whose partner is missing.
+    ///
+    /// Should the SQ ring fill up between the two, the kernel may get them in two
+    /// submissions, unlinked; callers must be correct either way.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Driver::start`], for each entry and what it holds.
+    unsafe fn start_linked(
+        self: &Rc<Self>,
+        first: (squeue::Entry, Held),
+        second: (squeue::Entry, Held),
+    ) -> io::Result<(Op, Op)> {
+        let full = || {
+            io::Error::other(format!(
+                "io_uring: more than {OPS_IN_FLIGHT_MAX} operations in flight on one worker"
+            ))
+        };
+        let mut inner = self.inner.borrow_mut();
+        let Some(k1) = inner.table.alloc(first.1) else {
+            return Err(full());
+        };
+        let Some(k2) = inner.table.alloc(second.1) else {
+            drop(inner.table.unalloc(k1));
+            return Err(full());
+        };
+        let head = first.0.flags(squeue::Flags::IO_HARDLINK).user_data(k1);
+        // SAFETY: by the caller's contract each entry points only into what it holds, which
+        // its slot owns until the completion of that slot's key has been drained.
+        let waker = unsafe { inner.queue(head) };
+        // SAFETY: as above.
+        let waker = unsafe { inner.queue(second.0.user_data(k2)) }.or(waker);
+        drop(inner);
+        wake(waker);
+        let op = |key| Op {
+            driver: self.clone(),
+            key,
+            finished: false,
+        };
+        Ok((op(k1), op(k2)))
     }
 
     /// The future of `key` was dropped: cancel the operation, or free what it held if it
@@ -797,16 +915,36 @@ impl Drop for Op {
 
 /// A socket of one worker, closed through the ring when dropped.
 struct SockFd {
-    fd: ManuallyDrop<OwnedFd>,
+    /// Shared only with the slot of a splice in flight ([`Held::Splice`]).
+    fd: ManuallyDrop<Rc<OwnedFd>>,
     driver: Rc<Driver>,
+    /// Whether the socket was put in O_NONBLOCK mode for splicing: None until tried.
+    nonblocking: Cell<Option<bool>>,
 }
 
 impl SockFd {
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> SockFd {
         SockFd {
-            fd: ManuallyDrop::new(fd),
+            fd: ManuallyDrop::new(Rc::new(fd)),
             driver,
+            nonblocking: Cell::new(None),
         }
+    }
+
+    /// Puts the socket in O_NONBLOCK mode (tried once); whether it is.
+    fn make_nonblocking(&self) -> bool {
+        if let Some(done) = self.nonblocking.get() {
+            return done;
+        }
+        let done = match self.socket_ref().set_nonblocking(true) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring: cannot make a socket nonblocking; every splice polls first");
+                false
+            }
+        };
+        self.nonblocking.set(Some(done));
+        done
     }
 
     fn target(&self) -> types::Fd {
@@ -828,7 +966,12 @@ impl Drop for SockFd {
     fn drop(&mut self) {
         // SAFETY: `fd` is taken exactly once, here, and `self` is not used afterwards.
         let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
-        self.driver.close(fd);
+        match Rc::try_unwrap(fd) {
+            Ok(fd) => self.driver.close(fd),
+            // An abandoned splice still names the socket: its slot closes it once the
+            // kernel is done with it.
+            Err(shared) => drop(shared),
+        }
     }
 }
 
@@ -837,8 +980,40 @@ fn inet(addr: SockAddr) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an internet socket address"))
 }
 
-/// Receives into the spare capacity of `buf`.
+/// Waits until `sock` reports one of `events` (or an error or hangup), with
+/// IORING_OP_POLL_ADD. Dropping the wait consumes nothing.
+async fn poll_ready(sock: &SockFd, events: libc::c_short) -> io::Result<()> {
+    // The poll(2) event bits, widened without sign extension.
+    let entry = opcode::PollAdd::new(sock.target(), u32::from(events.cast_unsigned())).build();
+    // SAFETY: a poll carries no pointer, and the kernel takes its file at submission.
+    let op = unsafe { sock.driver.start(entry, Held::Nothing) }?;
+    let done = op.await.ok_or_else(lost_operation)?;
+    os_result(done.res).map(|_| ())
+}
+
+/// True for the EAGAIN a kernel may hand back for a socket in O_NONBLOCK mode (see the
+/// module documentation).
+fn is_eagain(res: &io::Result<usize>) -> bool {
+    matches!(res, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Receives into the spare capacity of `buf`; on EAGAIN (a socket made nonblocking for
+/// splicing) waits until it is readable and tries again.
 async fn recv(sock: &SockFd, mut buf: IoBuf) -> BufResult<usize> {
+    loop {
+        let (res, b) = recv_once(sock, buf).await;
+        buf = b;
+        if !is_eagain(&res) {
+            return (res, buf);
+        }
+        if let Err(e) = poll_ready(sock, libc::POLLIN).await {
+            return (Err(e), buf);
+        }
+    }
+}
+
+/// One IORING_OP_RECV into the spare capacity of `buf`.
+async fn recv_once(sock: &SockFd, mut buf: IoBuf) -> BufResult<usize> {
     let (ptr, spare) = buf.spare_raw();
     if spare == 0 {
         return (
@@ -878,8 +1053,23 @@ async fn recv(sock: &SockFd, mut buf: IoBuf) -> BufResult<usize> {
     }
 }
 
-/// Sends some of the unconsumed bytes of `buf`, consuming what was sent.
-async fn send(sock: &SockFd, buf: IoBuf) -> BufResult<usize> {
+/// Sends some of the unconsumed bytes of `buf`, consuming what was sent; on EAGAIN (a
+/// socket made nonblocking for splicing) waits until it is writable and tries again.
+async fn send(sock: &SockFd, mut buf: IoBuf) -> BufResult<usize> {
+    loop {
+        let (res, b) = send_once(sock, buf).await;
+        buf = b;
+        if !is_eagain(&res) {
+            return (res, buf);
+        }
+        if let Err(e) = poll_ready(sock, libc::POLLOUT).await {
+            return (Err(e), buf);
+        }
+    }
+}
+
+/// One IORING_OP_SEND of the unconsumed bytes of `buf`.
+async fn send_once(sock: &SockFd, buf: IoBuf) -> BufResult<usize> {
     if buf.is_empty() {
         return (Ok(0), buf);
     }
@@ -909,6 +1099,119 @@ async fn send(sock: &SockFd, buf: IoBuf) -> BufResult<usize> {
         }
         Err(e) => (Err(e), buf),
     }
+}
+
+/// The io_uring side of a [`Splice`] between two sockets of this backend: the
+/// operations it is made of. The loop around them (poll when the last try said EAGAIN,
+/// the pipe's in-flight mark) is [`Splice`]'s.
+pub(crate) struct UringSplice<'a> {
+    src: &'a SockFd,
+    dst: &'a SockFd,
+}
+
+impl UringSplice<'_> {
+    /// Puts the source in O_NONBLOCK mode (once); false if it could not be.
+    pub(crate) fn src_nonblocking(&self) -> bool {
+        self.src.make_nonblocking()
+    }
+
+    /// Puts the destination in O_NONBLOCK mode (once); false if it could not be.
+    pub(crate) fn dst_nonblocking(&self) -> bool {
+        self.dst.make_nonblocking()
+    }
+
+    /// Waits until the source is readable (bytes, FIN or an error).
+    pub(crate) async fn src_readable(&self) -> io::Result<()> {
+        poll_ready(self.src, libc::POLLIN).await
+    }
+
+    /// Waits until the destination is writable (or failed).
+    pub(crate) async fn dst_writable(&self) -> io::Result<()> {
+        poll_ready(self.dst, libc::POLLOUT).await
+    }
+
+    /// One IORING_OP_SPLICE of at most `len` bytes from the source into the pipe's
+    /// write end. `Ok(0)`: the source sent FIN.
+    pub(crate) async fn fill_pipe(&self, pipe_w: &Rc<OwnedFd>, len: usize) -> io::Result<usize> {
+        splice_op(&self.src.driver, &self.src.fd, pipe_w, len).await
+    }
+
+    /// One IORING_OP_SPLICE of at most `len` bytes from the pipe's read end into the
+    /// destination.
+    pub(crate) async fn drain_pipe(&self, pipe_r: &Rc<OwnedFd>, len: usize) -> io::Result<usize> {
+        splice_op(&self.src.driver, pipe_r, &self.dst.fd, len).await
+    }
+
+    /// An IORING_OP_SPLICE of at most `len` bytes from the source into the pipe,
+    /// hard-linked to one of at most `len` bytes from the pipe into the destination: io-wq
+    /// runs the second on the same thread right after the first, so that a bulk transfer
+    /// makes one round trip through the ring per pipe load instead of two. Returns both
+    /// results: the bytes into the pipe, and the bytes out of it (EAGAIN when the first
+    /// moved nothing or the destination is full). The destination must be in O_NONBLOCK
+    /// mode, or the second splice could wait on an io-wq thread.
+    pub(crate) async fn through_pipe(
+        &self,
+        pipe_w: &Rc<OwnedFd>,
+        pipe_r: &Rc<OwnedFd>,
+        len: usize,
+    ) -> (io::Result<usize>, io::Result<usize>) {
+        let fill = splice_entry(&self.src.fd, pipe_w, len);
+        let flush = splice_entry(pipe_r, &self.dst.fd, len);
+        // SAFETY: splices carry no pointer; each slot holds the two descriptors its entry
+        // names (clones of their `Rc`) until its completion, as in `splice_op`.
+        let started = unsafe { self.src.driver.start_linked(fill, flush) };
+        let (fill, flush) = match started {
+            Ok(ops) => ops,
+            Err(e) => return (Err(e), Err(io::ErrorKind::WouldBlock.into())),
+        };
+        let (fill, flush) = super::join(fill, flush).await;
+        let result = |done: Option<Completion>| done.ok_or_else(lost_operation).and_then(|d| os_result(d.res));
+        (result(fill), result(flush))
+    }
+}
+
+/// The entry of an IORING_OP_SPLICE of at most `len` bytes from `fd_in` to `fd_out` (a
+/// socket and a pipe end), and what its slot must hold: both descriptors. Nonblocking
+/// on the pipe; on the socket as far as it is in O_NONBLOCK mode.
+fn splice_entry(fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd>, len: usize) -> (squeue::Entry, Held) {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    // Offsets -1: neither a socket nor a pipe has a file position to splice at.
+    let entry = opcode::Splice::new(types::Fd(fd_in.as_raw_fd()), -1, types::Fd(fd_out.as_raw_fd()), -1, len)
+        .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
+        .build();
+    (entry, Held::Splice([fd_in.clone(), fd_out.clone()]))
+}
+
+/// One IORING_OP_SPLICE of at most `len` bytes from `fd_in` to `fd_out` (see
+/// [`splice_entry`]).
+async fn splice_op(driver: &Rc<Driver>, fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd>, len: usize) -> io::Result<usize> {
+    let (entry, held) = splice_entry(fd_in, fd_out, len);
+    // SAFETY: a splice carries no pointer; the slot holds both descriptors (clones of
+    // their `Rc`) until the completion, so neither is closed, nor its number reused,
+    // while io-wq may still look it up.
+    let op = unsafe { driver.start(entry, held) }?;
+    let done = op.await.ok_or_else(lost_operation)?;
+    os_result(done.res)
+}
+
+/// A splice from `src` to `dst` when `dst` is a socket of this backend and the ring
+/// has the operations ([`SPLICE_OPS`]).
+fn splice_between<'a, W: OwnedWrite>(src: &'a SockFd, dst: &'a mut W) -> Option<Splice<'a>> {
+    if !src.driver.splice {
+        return None;
+    }
+    let dst = sock_of(dst)?;
+    Some(Splice::uring(UringSplice { src, dst }))
+}
+
+/// The socket under a destination that is one of ours (a whole stream or a write half);
+/// `None` for any other backend's stream.
+fn sock_of<W: OwnedWrite>(dst: &mut W) -> Option<&SockFd> {
+    let any: &mut dyn std::any::Any = dst;
+    if any.is::<UringWriteHalf>() {
+        return any.downcast_mut::<UringWriteHalf>().map(|w| &*w.sock);
+    }
+    any.downcast_mut::<UringStream>().map(|s| &*s.sock)
 }
 
 /// Sends FIN.
@@ -1065,6 +1368,10 @@ impl OwnedRead for UringStream {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
         recv(&self.sock, buf).await
     }
+
+    fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
+        splice_between(&self.sock, dst)
+    }
 }
 
 impl OwnedWrite for UringStream {
@@ -1115,6 +1422,10 @@ impl OwnedRead for UringReadHalf {
 
     fn input_pending(&self) -> bool {
         super::socket_input_pending(self.sock.socket_ref())
+    }
+
+    fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
+        splice_between(&self.sock, dst)
     }
 }
 

@@ -160,6 +160,9 @@ pub enum IoKind {
     EpollSplice,
     /// io_uring (Linux).
     Uring,
+    /// io_uring with `--splice auto` and a threshold of 0: every direction splices
+    /// (IORING_OP_SPLICE) from its first byte.
+    UringSplice,
 }
 
 /// Set (to anything) where io_uring must be available, e.g. on CI machines known to have
@@ -188,6 +191,28 @@ pub fn uring_or_skip(test: &str) -> Option<IoKind> {
             // Straight to the process's stderr: `eprintln!` is captured by the test harness
             // and shown only for failures, and a skip must be seen.
             let _ = writeln!(io::stderr(), "SKIPPED {test} (io_uring): {reason}");
+            None
+        }
+    }
+}
+
+/// `Some(IoKind::UringSplice)` where io_uring works and can splice (the probes of `--io
+/// auto` and of the start line's splice note); elsewhere skips or panics as
+/// [`uring_or_skip`] does.
+pub fn uring_splice_or_skip(test: &str) -> Option<IoKind> {
+    uring_or_skip(test)?;
+    #[cfg(target_os = "linux")]
+    let splice = gobalancer::io::uring::probe_splice().map_err(|e| e.to_string());
+    #[cfg(not(target_os = "linux"))]
+    let splice: Result<(), String> = Err("splice exists on Linux only".to_string());
+    match splice {
+        Ok(()) => Some(IoKind::UringSplice),
+        Err(reason) => {
+            assert!(
+                std::env::var_os(REQUIRE_URING).is_none(),
+                "{test}: io_uring cannot splice but {REQUIRE_URING} is set: {reason}"
+            );
+            let _ = writeln!(io::stderr(), "SKIPPED {test} (io_uring splice): {reason}");
             None
         }
     }
@@ -260,12 +285,20 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
             run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
         }),
         #[cfg(target_os = "linux")]
-        IoKind::Uring => gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
-            let listener = env.listener_from_std(sock).expect("register proxy");
-            run_proxy(env, listener, live2, buffer_size, None, shutdown).await
-        }),
+        IoKind::Uring | IoKind::UringSplice => {
+            gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
+                let listener = env.listener_from_std(sock).expect("register proxy");
+                let splice = (io == IoKind::UringSplice).then_some(SpliceSettings {
+                    after: 0,
+                    ..SpliceSettings::default()
+                });
+                run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
+            })
+        }
         #[cfg(not(target_os = "linux"))]
-        IoKind::Uring => panic!("io_uring exists on Linux only; check with uring_or_skip first"),
+        IoKind::Uring | IoKind::UringSplice => {
+            panic!("io_uring exists on Linux only; check with uring_or_skip first")
+        }
     }
     .expect("proxy thread");
     Proxy {
