@@ -9,7 +9,6 @@
 
 use super::lex::{is_field_vchar, is_tchar, is_token, push_field, trim_ows};
 use super::{Limits, Reject};
-use std::io::Write as _;
 use std::ops::Range;
 
 /// What follows a chunk's data: written after every chunk produced with
@@ -168,6 +167,44 @@ impl ChunkedDecoder {
                         done: false,
                     });
                 }
+                // The common framing, without a step per byte: CRLF after a chunk's
+                // data, and a size line of hex digits and CRLF. Anything else (an
+                // extension, a split CRLF, a bad byte) goes through `step`.
+                State::DataCr if input.get(pos..pos + 2) == Some(&b"\r\n"[..]) => {
+                    pos += 2;
+                    self.state = State::Size { size: 0, digits: 0 };
+                }
+                State::Size { mut size, mut digits } => {
+                    while let Some(v) = input.get(pos).copied().and_then(hex_value) {
+                        if digits >= CHUNK_SIZE_DIGITS_MAX {
+                            return self.fail(bad("chunk size too long"));
+                        }
+                        // 16 digits never overflow a u64; checked anyway.
+                        let Some(next) = size.checked_mul(16).and_then(|s| s.checked_add(v)) else {
+                            return self.fail(bad("chunk size overflow"));
+                        };
+                        size = next;
+                        digits += 1;
+                        pos += 1;
+                    }
+                    self.state = State::Size { size, digits };
+                    if digits > 0 && input.get(pos..pos + 2) == Some(&b"\r\n"[..]) {
+                        pos += 2;
+                        self.ext_bytes = 0;
+                        self.state = match size {
+                            0 => State::Trailer,
+                            remaining => State::Data { remaining },
+                        };
+                        continue;
+                    }
+                    let Some(&b) = input.get(pos) else {
+                        break;
+                    };
+                    pos += 1;
+                    if let Err(r) = self.step(b) {
+                        return self.fail(r);
+                    }
+                }
                 _ => {
                     let Some(&b) = input.get(pos) else {
                         break;
@@ -185,6 +222,12 @@ impl ChunkedDecoder {
             data: pos..pos,
             done: false,
         })
+    }
+
+    /// Records a framing error: it is returned now and by every later call.
+    fn fail(&mut self, r: Reject) -> Result<Decoded, Reject> {
+        self.state = State::Failed(r);
+        Err(r)
     }
 
     /// The trailer fields read so far, validated, as `name: value\r\n` lines ready to
@@ -368,8 +411,20 @@ fn hex_value(b: u8) -> Option<u64> {
 /// Appends a chunk header for `len` payload bytes (`len` > 0): `{len:x}\r\n`.
 pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
     debug_assert!(len > 0, "a zero-length chunk would end the body");
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{len:x}\r\n");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 2 * std::mem::size_of::<usize>()];
+    let mut start = digits.len();
+    let mut n = len;
+    for d in digits.iter_mut().rev() {
+        *d = HEX.get(n & 0xf).copied().unwrap_or(b'0');
+        start -= 1;
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+    out.extend_from_slice(CHUNK_DATA_END);
 }
 
 /// Appends the last chunk, `trailers` (lines from [`ChunkedDecoder::trailers`]) and the

@@ -9,7 +9,8 @@
 //!   a line end; we refuse it, so that no peer can disagree with us about where a line
 //!   ends);
 //! - bytes: names are tokens, values are HTAB/SP/VCHAR/obs-text (no NUL, DEL or other
-//!   control byte), targets are visible ASCII without `#`;
+//!   control byte; httparse's own byte classes are exactly these, which `scan` relies
+//!   on and a test pins), targets are visible ASCII without `#`;
 //! - framing (A1–A9): one Content-Length of 1*DIGIT, or exactly one
 //!   `Transfer-Encoding: chunked`, never both, never TE on HTTP/1.0;
 //! - Host (A15), the target forms (A14), CONNECT (A16), Upgrade (A17);
@@ -20,9 +21,11 @@
 //! [`super::write_response`]) build what is sent from these validated parts.
 
 use super::lex::{
-    crlf_only, is_authority, is_field_vchar, is_token, list_contains, list_elements, parse_content_length, range_in,
+    all_field_vchar, crlf_only, is_authority, is_field_value, is_token, list_contains, list_elements,
+    parse_content_length, range_in,
 };
 use super::{BodyKind, Limits, Reject, Underscores, Version};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Bytes a request line may have beyond its target (method, two spaces, `HTTP/1.1`,
@@ -30,9 +33,9 @@ use std::ops::Range;
 pub const REQUEST_LINE_SLACK_BYTES: usize = 64;
 
 /// A parsed, validated request head. It owns a copy of the head's bytes; names and
-/// values are ranges into it, so parsing allocates three times (httparse's field array
-/// sized by [`Limits::headers_max`], the copy and the field list) whatever the number of
-/// fields.
+/// values are ranges into it, so parsing allocates twice (the copy and the field list)
+/// whatever the number of fields, three times when [`Limits::headers_max`] is over 128
+/// (httparse's field slots are on the stack up to that).
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     /// Bytes of the head in the input, final CRLF included: the body (or the next
@@ -122,6 +125,11 @@ impl RequestHead {
         )
     }
 
+    /// Bytes of the head kept (a bound on what the writer copies from it).
+    pub(super) fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// A HEAD request: its response has no body whatever its framing fields say.
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
@@ -182,6 +190,11 @@ impl ResponseHead {
         self.upgrade.as_ref().map(|r| slice(&self.raw, r))
     }
 
+    /// Bytes of the head kept (a bound on what the writer copies from it).
+    pub(super) fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// The backend's Content-Length, validated, also where it does not delimit a body
     /// (HEAD, 304).
     pub fn content_length(&self) -> Option<u64> {
@@ -213,57 +226,60 @@ enum Name {
 }
 
 /// What `name` is, compared exactly (ASCII case-insensitive): the meaning the framing
-/// and Host checks use.
+/// and Host checks use. One dispatch on the length and the first byte, then at most
+/// one full comparison.
 fn classify(name: &[u8]) -> Name {
-    classify_by(name, |a, b| a.eq_ignore_ascii_case(b))
+    // `Close` is a reserved field name (RFC 9110 §16.3.2.2), so that it never clashes
+    // with the `close` connection option: a field by that name is never forwarded.
+    let Some(&first) = name.first() else {
+        return Name::Other;
+    };
+    let (known, class): (&[u8], Name) = match (name.len(), first | 0x20) {
+        (2, b't') => (b"te", Name::HopByHop),
+        (4, b'h') => (b"host", Name::Host),
+        (5, b'c') => (b"close", Name::HopByHop),
+        (7, b'u') => (b"upgrade", Name::Upgrade),
+        (7, b't') => (b"trailer", Name::HopByHop),
+        (9, b'f') => (b"forwarded", Name::Forwarding),
+        (10, b'c') => (b"connection", Name::Connection),
+        (10, b'k') => (b"keep-alive", Name::HopByHop),
+        (14, b'c') => (b"content-length", Name::ContentLength),
+        (14, b'h') => (b"http2-settings", Name::HopByHop),
+        (15, b'x') => (b"x-forwarded-for", Name::Forwarding),
+        (16, b'p') => (b"proxy-connection", Name::HopByHop),
+        (16, b'x') => (b"x-forwarded-host", Name::Forwarding),
+        (17, b't') => (b"transfer-encoding", Name::TransferEncoding),
+        (17, b'x') => (b"x-forwarded-proto", Name::Forwarding),
+        _ => return Name::Other,
+    };
+    if name.eq_ignore_ascii_case(known) {
+        class
+    } else {
+        Name::Other
+    }
 }
+
+/// The longest name [`classify`] knows (`transfer-encoding`, `x-forwarded-proto`).
+const KNOWN_NAME_MAX: usize = 17;
 
 /// What `name` could be read as by a backend that takes `_` for `-` (A21): under
 /// [`Underscores::Allow`], `Transfer_Encoding` or `X_Forwarded_For` is forwarded only
 /// if this says [`Name::Other`], so that the policy never lets a framing, Host,
-/// hop-by-hop or forwarding field through in disguise.
-fn classify_loose(name: &[u8]) -> Name {
-    let loose = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
-    classify_by(name, |a, b| {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| loose(*x) == loose(*y))
-    })
-}
-
-fn classify_by(name: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> Name {
-    // `Close` is a reserved field name (RFC 9110 §16.3.2.2), so that it never clashes
-    // with the `close` connection option: a field by that name is never forwarded.
-    const HOP: [&[u8]; 6] = [
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"http2-settings",
-        b"close",
-    ];
-    const FWD: [&[u8]; 4] = [
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-    ];
-    let is = |s: &[u8]| eq(name, s);
-    if is(b"host") {
-        Name::Host
-    } else if is(b"content-length") {
-        Name::ContentLength
-    } else if is(b"transfer-encoding") {
-        Name::TransferEncoding
-    } else if is(b"connection") {
-        Name::Connection
-    } else if is(b"upgrade") {
-        Name::Upgrade
-    } else if HOP.iter().any(|h| is(h)) {
-        Name::HopByHop
-    } else if FWD.iter().any(|h| is(h)) {
-        Name::Forwarding
-    } else {
-        Name::Other
+/// hop-by-hop or forwarding field through in disguise. `has_underscore` says whether
+/// `name` contains `_`; without one this is [`classify`].
+fn classify_loose(name: &[u8], has_underscore: bool) -> Name {
+    if !has_underscore {
+        return classify(name);
     }
+    let mut buf = [0u8; KNOWN_NAME_MAX];
+    // Longer than any known name: nothing to be mistaken for.
+    let Some(dashed) = buf.get_mut(..name.len()) else {
+        return Name::Other;
+    };
+    for (d, &b) in dashed.iter_mut().zip(name) {
+        *d = if b == b'_' { b'-' } else { b };
+    }
+    classify(dashed)
 }
 
 /// Transfer codings with a registered name that we do not implement: a request using
@@ -281,8 +297,18 @@ const KNOWN_CODINGS: [&[u8]; 8] = [
     b"zstd",
 ];
 
-/// The framing and connection facts gathered from a head's fields, before deciding.
-#[derive(Default)]
+/// Which head [`scan`] reads, and so which fields it keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// A client's request, with the listener's underscore policy: end-to-end fields
+    /// only, forwarding fields replaced by ours.
+    Request(Underscores),
+    /// A backend's response: its forwarding fields are its own business and kept.
+    Response,
+}
+
+/// The framing and connection facts gathered from a head's fields, before deciding,
+/// and the fields to forward.
 struct Scan<'b> {
     host: Option<&'b [u8]>,
     host_count: usize,
@@ -294,22 +320,54 @@ struct Scan<'b> {
     close: bool,
     keep_alive: bool,
     upgrade_listed: bool,
+    /// Connection lists some other option, which may name a field to leave out.
+    connection_names_other: bool,
+    /// The value of the first `Upgrade` field.
+    first_upgrade: Option<&'b [u8]>,
+    /// A forwarded request field is `Expect: 100-continue`.
+    expect_continue: bool,
+    /// The fields to forward, as ranges of the head.
+    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
-/// One pass over the fields: byte checks, the underscore policy, and the facts of
-/// [`Scan`]. `reject` is the rejection to use for a malformed field.
-fn scan<'b>(headers: &[httparse::Header<'b>], underscores: Underscores, reject: Reject) -> Result<Scan<'b>, Reject> {
-    let mut s = Scan::default();
+/// One pass over the fields of `head` (httparse's `headers`, which borrow from it): the
+/// underscore policy, the facts of [`Scan`] and the fields to forward. `reject` is the
+/// rejection to use for a malformed field.
+///
+/// Byte classes are httparse's (1.10, strict defaults): a name is 1*tchar (its
+/// `TOKEN_MAP`, equal to [`is_tchar`]) followed by `:`, and a value has only HTAB, SP,
+/// VCHAR and obs-text bytes (its `HEADER_VALUE_MAP`, equal to [`is_field_vchar`], on
+/// every SIMD path), trimmed of SP/HTAB at both ends; anything else is an error before
+/// we see the head. `httparse_guarantees_field_bytes` in the tests pins this for every
+/// byte value at every SIMD block position; debug builds (tests, fuzzing) check it here
+/// too.
+///
+/// [`is_tchar`]: super::lex::is_tchar
+fn scan<'b>(head: &[u8], headers: &[httparse::Header<'b>], side: Side, reject: Reject) -> Result<Scan<'b>, Reject> {
+    let mut s = Scan {
+        host: None,
+        host_count: 0,
+        content_length: None,
+        content_length_count: 0,
+        transfer_encoding: None,
+        transfer_encoding_count: 0,
+        close: false,
+        keep_alive: false,
+        upgrade_listed: false,
+        connection_names_other: false,
+        first_upgrade: None,
+        expect_continue: false,
+        fields: Vec::with_capacity(headers.len()),
+    };
     for h in headers {
         let name = h.name.as_bytes();
-        // httparse checks these too; we do not depend on its SIMD paths for it.
-        if !is_token(name) || !h.value.iter().all(|&b| is_field_vchar(b)) {
-            return Err(reject);
-        }
-        if underscores == Underscores::Reject && name.contains(&b'_') {
+        debug_assert!(is_token(name) && all_field_vchar(h.value) && is_field_value(h.value));
+        let has_underscore = name.iter().fold(false, |found, &b| found | (b == b'_'));
+        if side == Side::Request(Underscores::Reject) && has_underscore {
             return Err(Reject::new(400, "underscore in a field name"));
         }
-        match classify(name) {
+        let class = classify(name);
+        match class {
             Name::Host => {
                 s.host_count += 1;
                 s.host = Some(h.value);
@@ -330,15 +388,53 @@ fn scan<'b>(headers: &[httparse::Header<'b>], underscores: Underscores, reject: 
                     if !is_token(e) {
                         return Err(reject);
                     }
-                    s.close |= e.eq_ignore_ascii_case(b"close");
-                    s.keep_alive |= e.eq_ignore_ascii_case(b"keep-alive");
-                    s.upgrade_listed |= e.eq_ignore_ascii_case(b"upgrade");
+                    let close = e.eq_ignore_ascii_case(b"close");
+                    let keep_alive = e.eq_ignore_ascii_case(b"keep-alive");
+                    let upgrade = e.eq_ignore_ascii_case(b"upgrade");
+                    s.close |= close;
+                    s.keep_alive |= keep_alive;
+                    s.upgrade_listed |= upgrade;
+                    s.connection_names_other |= !(close || keep_alive || upgrade);
                 }
             }
+            Name::Upgrade if s.first_upgrade.is_none() => s.first_upgrade = Some(h.value),
             _ => {}
+        }
+        // Whether the field is forwarded, before looking at what Connection names.
+        // Framing fields and Host are classified first, so `Connection: content-length`
+        // or `Connection: host` change nothing (A19): we write those ourselves anyway.
+        let candidate = match side {
+            Side::Request(Underscores::Drop) if has_underscore => false,
+            Side::Request(_) => classify_loose(name, has_underscore) == Name::Other,
+            Side::Response => matches!(class, Name::Other | Name::Forwarding),
+        };
+        if candidate {
+            if matches!(side, Side::Request(_)) && is_expect_continue(name, h.value) {
+                s.expect_continue = true;
+            }
+            let n = range_in(head, name).ok_or(reject)?;
+            let v = range_in(head, h.value).ok_or(reject)?;
+            s.fields.push((n, v));
+        }
+    }
+    // A field named by Connection is hop-by-hop (RFC 9110 §7.6.1). `close`,
+    // `keep-alive` and `upgrade` name fields that are never forwarded anyway, so the
+    // usual Connection costs nothing here.
+    if s.connection_names_other {
+        s.fields.retain(|(n, _)| !named_by_connection(headers, slice(head, n)));
+        if matches!(side, Side::Request(_)) {
+            s.expect_continue = s
+                .fields
+                .iter()
+                .any(|(n, v)| is_expect_continue(slice(head, n), slice(head, v)));
         }
     }
     Ok(s)
+}
+
+/// `Expect: 100-continue` (ASCII case-insensitive).
+fn is_expect_continue(name: &[u8], value: &[u8]) -> bool {
+    name.len() == 6 && name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue")
 }
 
 /// Whether some `Connection` field lists `name`: such a field is hop-by-hop (RFC 9110
@@ -351,14 +447,22 @@ fn named_by_connection(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
         .any(|h| list_contains(h.value, name))
 }
 
-/// Whether a field stays in a forwarded head: end-to-end, not named by Connection.
-/// Framing fields and Host are classified before Connection is looked at, so
-/// `Connection: content-length` or `Connection: host` change nothing (A19): we write
-/// those ourselves anyway.
-///
-/// The comparison is [`classify_loose`]: for names without `_` it is the exact one.
-fn forwarded(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
-    classify_loose(name) == Name::Other && !named_by_connection(headers, name)
+/// Field slots kept on the stack: enough for [`Limits::default`]'s 100 fields, so that
+/// the usual parse allocates nothing for httparse.
+const STACK_FIELDS: usize = 128;
+
+/// Exactly `n` uninitialised field slots for httparse (it never reads one before
+/// writing it): from `stack` when they fit, else from `heap`.
+fn field_slots<'s, 'b>(
+    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_FIELDS],
+    heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    n: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if n <= STACK_FIELDS {
+        return stack.get_mut(..n).unwrap_or_default();
+    }
+    heap.resize_with(n, MaybeUninit::uninit);
+    heap
 }
 
 /// The head parsed by httparse, or what to answer.
@@ -392,11 +496,17 @@ fn tokenised(r: httparse::Result<usize>, malformed: Reject, too_many: Reject) ->
 /// [`Limits::headers_max`] fields; 501 a Transfer-Encoding that is a known coding other
 /// than `chunked`.
 pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> Result<Option<RequestHead>, Reject> {
-    let mut scratch = vec![httparse::EMPTY_HEADER; limits.headers_max];
-    let mut req = httparse::Request::new(&mut scratch);
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let slots = field_slots(&mut stack, &mut heap, limits.headers_max);
+    let mut req = httparse::Request::new(&mut []);
     let malformed = Reject::new(400, "malformed request head");
     let too_many = Reject::new(431, "too many header fields");
-    let head_len = match tokenised(req.parse(window(buf, limits)), malformed, too_many)? {
+    let head_len = match tokenised(
+        req.parse_with_uninit_headers(window(buf, limits), slots),
+        malformed,
+        too_many,
+    )? {
         Tokenised::Complete(n) => n,
         Tokenised::Partial => {
             check_incomplete_request(buf, limits)?;
@@ -423,7 +533,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> R
     let method_range = range_in(head, method).ok_or(malformed)?;
     let target = parse_target(method, path)?;
     let headers: &[httparse::Header<'_>] = req.headers;
-    let s = scan(headers, underscores, malformed)?;
+    let s = scan(head, headers, Side::Request(underscores), malformed)?;
 
     let body = request_body(&s, version)?;
 
@@ -459,31 +569,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> R
         Version::H10 => s.keep_alive && !s.close,
     };
     // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
-    let upgrade = if s.upgrade_listed && version == Version::H11 {
+    let upgrade = if s.upgrade_listed && version == Version::H11 && s.first_upgrade.is_some() {
         request_upgrade(headers)?
             .map(|p| range_in(head, p).ok_or(malformed))
             .transpose()?
     } else {
         None
     };
-
-    let mut fields = Vec::with_capacity(headers.len());
-    let mut expect_continue = false;
-    for h in headers {
-        let name = h.name.as_bytes();
-        if underscores == Underscores::Drop && name.contains(&b'_') {
-            continue;
-        }
-        if !forwarded(headers, name) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
-            expect_continue = true;
-        }
-        let n = range_in(head, name).ok_or(malformed)?;
-        let v = range_in(head, h.value).ok_or(malformed)?;
-        fields.push((n, v));
-    }
+    let expect_continue = s.expect_continue;
+    let fields = s.fields;
 
     Ok(Some(RequestHead {
         head_len,
@@ -642,11 +736,15 @@ fn is_protocol(e: &[u8]) -> bool {
 /// we cannot decode gzip and will not forward a coding we did not check), TE on
 /// HTTP/1.0, bare CR/LF and obs-fold are all refused.
 pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result<Option<ResponseHead>, Reject> {
-    let mut scratch = vec![httparse::EMPTY_HEADER; limits.headers_max];
-    let mut resp = httparse::Response::new(&mut scratch);
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let slots = field_slots(&mut stack, &mut heap, limits.headers_max);
+    let mut resp = httparse::Response::new(&mut []);
     let malformed = Reject::new(502, "malformed response head");
     let too_many = Reject::new(502, "too many response header fields");
-    let head_len = match tokenised(resp.parse(window(buf, limits)), malformed, too_many)? {
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, window(buf, limits), slots);
+    let head_len = match tokenised(parsed, malformed, too_many)? {
         Tokenised::Complete(n) => n,
         Tokenised::Partial if buf.len() > limits.head_bytes_max => {
             return Err(Reject::new(502, "response head too large"));
@@ -669,7 +767,7 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
     // httparse gives a static "" for a reason with obs-text: keep it empty then.
     let reason = resp.reason.and_then(|r| range_in(head, r.as_bytes())).unwrap_or(0..0);
     let headers: &[httparse::Header<'_>] = resp.headers;
-    let s = scan(headers, Underscores::Allow, malformed)?;
+    let s = scan(head, headers, Side::Response, malformed)?;
 
     // Framing is checked whatever the status: a backend that sends CL+TE on a 204 is
     // confused about framing, and its connection is not one to reuse.
@@ -702,31 +800,15 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
     // chunked framing may be followed by chunks we would read as the next response.
     let keep_alive = connection_allows && body != BodyKind::UntilClose && status != 101 && !(no_body_status && chunked);
 
-    let upgrade = match headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")) {
-        Some(h) => match list_elements(h.value).find(|e| !e.is_empty()) {
+    let upgrade = match s.first_upgrade {
+        Some(v) => match list_elements(v).find(|e| !e.is_empty()) {
             Some(p) if is_protocol(p) => Some(range_in(head, p).ok_or(malformed)?),
             Some(_) => return Err(Reject::new(502, "invalid Upgrade in response")),
             None => None,
         },
         None => None,
     };
-
-    let mut fields = Vec::with_capacity(headers.len());
-    for h in headers {
-        let name = h.name.as_bytes();
-        // A backend's forwarding fields are its own business: only a client's are
-        // replaced.
-        let keep = match classify(name) {
-            Name::Other | Name::Forwarding => !named_by_connection(headers, name),
-            _ => false,
-        };
-        if keep {
-            fields.push((
-                range_in(head, name).ok_or(malformed)?,
-                range_in(head, h.value).ok_or(malformed)?,
-            ));
-        }
-    }
+    let fields = s.fields;
 
     Ok(Some(ResponseHead {
         head_len,

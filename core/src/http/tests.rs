@@ -1070,3 +1070,44 @@ proptest! {
         }
     }
 }
+
+/// What `scan` relies on instead of re-reading every byte: httparse 1.10 (strict
+/// defaults) refuses a field name byte that is not a tchar and a field value byte that
+/// is not HTAB/SP/VCHAR/obs-text, on every path (the SIMD block matchers handle 32, 16
+/// and 8 bytes at a time, then byte by byte), and trims OWS off values. Every byte
+/// value at every offset of a long name and value, through `parse_request` and
+/// `parse_response`.
+#[test]
+fn httparse_guarantees_field_bytes() {
+    use super::lex::{is_field_vchar, is_tchar};
+    for at in 0..40 {
+        for b in 0..=255u8 {
+            let mut value = vec![b'v'; 40];
+            value[at] = b;
+            let mut req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ".to_vec();
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n\r\n");
+            // CR and LF end the line early: bare, they are refused for that reason.
+            let want = is_field_vchar(b) && b != b'\r' && b != b'\n';
+            assert_eq!(parse(&req).is_ok(), want, "value byte {b:#04x} at {at}");
+            let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Long: ".to_vec();
+            resp.extend_from_slice(&value);
+            resp.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(parse_response(&resp, &Limits::default(), false).is_ok(), want);
+
+            let mut name = vec![b'n'; 40];
+            name[at] = b;
+            let mut req = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+            req.extend_from_slice(&name);
+            req.extend_from_slice(b": v\r\n\r\n");
+            // A colon inside ends the name there: the rest is the value.
+            let want = is_tchar(b) || (b == b':' && at > 0);
+            assert_eq!(parse(&req).is_ok(), want, "name byte {b:#04x} at {at}");
+        }
+    }
+    let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \t v \t \r\nX-B:\t\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.field(b"x-a"), Some(&b"v"[..]));
+    assert_eq!(h.field(b"x-b"), Some(&b""[..]));
+}

@@ -10,6 +10,10 @@ use super::{BodyKind, Reject, RequestHead, ResponseHead};
 use std::io::Write as _;
 use std::net::IpAddr;
 
+/// Room reserved beyond a head's own bytes for what the writers add (framing,
+/// forwarding and connection fields; an IPv6 address at most 45 bytes, twice).
+const WRITE_SLACK_BYTES: usize = 256;
+
 /// What the proxy adds to a forwarded request.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding {
@@ -82,6 +86,9 @@ fn append_request(head: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) -> Re
     if h10 && fwd.body == BodyKind::Chunked {
         return Err(Reject::new(500, "chunked framing on an HTTP/1.0 request"));
     }
+    // One allocation at most: the head's own bytes bound what is copied from it, and
+    // what we add (framing, forwarding fields, connection) fits in the slack.
+    out.reserve(head.raw_len() + WRITE_SLACK_BYTES);
     out.extend_from_slice(head.method());
     out.push(b' ');
     out.extend_from_slice(target);
@@ -95,24 +102,41 @@ fn append_request(head: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) -> Re
     match fwd.body {
         BodyKind::None => {}
         BodyKind::Length(n) => {
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyKind::UntilClose => return Err(Reject::new(500, "a request body cannot be delimited by close")),
     }
-    if !is_token(fwd.proto.as_bytes()) {
+    let proto = fwd.proto.as_bytes();
+    if !is_token(proto) {
         return Err(bad_fwd);
     }
-    let ip = fwd.client_ip.to_string();
-    checked_field(out, b"x-forwarded-for", ip.as_bytes(), bad_fwd)?;
-    checked_field(out, b"x-forwarded-proto", fwd.proto.as_bytes(), bad_fwd)?;
+    // The values derived from `fwd` are written in place and checked there, like any
+    // other value (on `Err` the caller truncates `out`).
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let value = out.len();
+    push_ip(out, fwd.client_ip);
+    end_checked_value(out, value, bad_fwd)?;
+    checked_field(out, b"x-forwarded-proto", proto, bad_fwd)?;
     // RFC 7239 §6: an IPv6 node is quoted and bracketed.
-    let forwarded = match fwd.client_ip {
-        IpAddr::V4(v4) => format!("for={v4};proto={}", fwd.proto),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={}", fwd.proto),
-    };
-    checked_field(out, b"forwarded", forwarded.as_bytes(), bad_fwd)?;
+    out.extend_from_slice(b"forwarded: ");
+    let value = out.len();
+    match fwd.client_ip {
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            push_ip(out, fwd.client_ip);
+        }
+        IpAddr::V6(_) => {
+            out.extend_from_slice(b"for=\"[");
+            push_ip(out, fwd.client_ip);
+            out.extend_from_slice(b"]\"");
+        }
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    end_checked_value(out, value, bad_fwd)?;
     match head.upgrade_protocol() {
         Some(protocol) if fwd.upgrade => {
             // The client's `close` stays with its upgrade: it applies if the backend
@@ -127,6 +151,51 @@ fn append_request(head: &RequestHead, fwd: &Forwarding, out: &mut Vec<u8>) -> Re
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Ends the field whose value was appended from `value` on: checks it as
+/// [`checked_field`] would and appends the CRLF, or returns `err`.
+fn end_checked_value(out: &mut Vec<u8>, value: usize, err: Reject) -> Result<(), Reject> {
+    if !out.get(value..).is_some_and(is_field_value) {
+        return Err(err);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Appends `n` in decimal (what `{n}` formats).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    for d in digits.iter_mut().rev() {
+        // `n % 10` < 10.
+        *d = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+}
+
+/// Appends `ip` as its `Display` writes it: by hand for IPv4 (the usual case), through
+/// `fmt` for IPv6 (RFC 5952 compression).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Appends `name: value\r\n` after checking both, or returns `err`.
@@ -162,7 +231,10 @@ pub fn write_response(head: &ResponseHead, framing: &ResponseFraming, out: &mut 
     } else {
         b""
     };
-    let _ = write!(out, "HTTP/1.1 {status} ");
+    out.reserve(head.raw_len() + WRITE_SLACK_BYTES);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     for (name, value) in head.fields() {
@@ -173,7 +245,9 @@ pub fn write_response(head: &ResponseHead, framing: &ResponseFraming, out: &mut 
     if !((100..200).contains(&status) || status == 204 || status == 304) {
         match framing.body {
             BodyKind::Length(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
             }
             BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             BodyKind::None | BodyKind::UntilClose => {}
