@@ -31,6 +31,17 @@ BENCH_MODE=${BENCH_MODE:-both}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LOADGEN="$TARGET_DIR/release/loadgen"
 GOBALANCER="$TARGET_DIR/release/gobalancer"
+# BENCH_PREBUILT=DIR: a machine without a toolchain or a package mirror (a lent
+# benchmark machine): gobalancer, loadgen, haproxy and nginx are taken from DIR (their
+# libraries from DIR/lib), nothing is built or installed. Only BENCH_MODE=http, which
+# needs no nginx module.
+PREBUILT=${BENCH_PREBUILT:-}
+if [ -n "$PREBUILT" ]; then
+  PREBUILT=$(cd "$PREBUILT" && pwd)
+  LOADGEN="$PREBUILT/loadgen"
+  GOBALANCER="$PREBUILT/gobalancer"
+  export PATH="$PREBUILT:$PATH" LD_LIBRARY_PATH="$PREBUILT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 case "$BENCH_MODE" in
   tcp | http) MODES=("$BENCH_MODE") ;;
@@ -41,14 +52,16 @@ case "$BENCH_MODE" in
     ;;
 esac
 
-if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
-  echo "== installing haproxy and nginx (with its stream module)"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx libnginx-mod-stream >/dev/null
-fi
+if [ -z "$PREBUILT" ]; then
+  if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    echo "== installing haproxy and nginx (with its stream module)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx libnginx-mod-stream >/dev/null
+  fi
 
-echo "== building gobalancer and loadgen (release)"
-cargo build --release --quiet -p gobalancer --bin gobalancer -p gobalancer-loadgen --bin loadgen
+  echo "== building gobalancer and loadgen (release)"
+  cargo build --release --quiet -p gobalancer --bin gobalancer -p gobalancer-loadgen --bin loadgen
+fi
 
 OUT=$(mktemp -d /tmp/gobalancer-peers.XXXXXX)
 : >"$OUT/results.tsv"

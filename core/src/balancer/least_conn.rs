@@ -6,14 +6,29 @@
 //! division. Among equal loads the backend picked least recently goes first, so an idle
 //! pool rotates instead of piling every short connection onto backend 0.
 //!
-//! The available backends live in a `BTreeSet` ordered by (load, last-picked sequence
-//! number, backend index), behind a Mutex, with every backend's current key alongside
-//! so it can be found and moved in O(log n). A pick takes the first entry and
-//! re-inserts it with one more connection; a released lease re-inserts it with one
-//! less. Both happen under the lock together with the update of the backend's active
-//! counter, and the new key is computed from the value the counter held, so a pick and
-//! its increment are one step: two workers picking at once get two different backends
-//! when the loads say so, never the same "least loaded" one twice.
+//! The available backends are kept in (load, last-picked sequence number, backend
+//! index) order, behind a Mutex, with every backend's current key alongside so it can
+//! be found and moved. A pick takes the first backend and re-keys it with one more
+//! connection; a released lease re-keys it with one less. Both happen under the lock
+//! together with the update of the backend's active counter, and the new key is
+//! computed from the value the counter held, so a pick and its increment are one step:
+//! two workers picking at once get two different backends when the loads say so, never
+//! the same "least loaded" one twice.
+//!
+//! The order is held one of two ways, which give exactly the same order (a property
+//! test runs both on the same operations and compares every pick):
+//!
+//! - with at most [`WEIGHT_CLASSES_MAX`] distinct weights among the available backends
+//!   (the usual case: equal weights, or a few tiers) and counts up to
+//!   [`BUCKET_ACTIVE_MAX`], as queues: one per weight and active count, in sequence
+//!   order, so a pick and a release are O(1) amortized plus one comparison per distinct
+//!   weight (counts move by one, and a pick's new sequence number is the highest yet,
+//!   so it joins the back of its next queue); see `Buckets`;
+//! - otherwise (a slow-start ramp giving many backends different weights at once), as
+//!   a `BTreeSet`: O(log n) comparisons per pick and per release.
+//!
+//! The choice is made when the balancer is built and at every weight change; a count
+//! beyond the buckets' range switches to the set until the next change.
 //!
 //! Fallbacks are the least loaded backend not tried yet by this selection, chosen at
 //! the moment of the retry (loads move between attempts). Finding it skips the entries
@@ -22,10 +37,10 @@
 //!
 //! # Changing weights
 //!
-//! [`Balancer::set_weights`](super::Balancer::set_weights) re-keys the set in place,
-//! under the same lock: every backend's entry is taken out and, if its new weight is
-//! above 0, put back with the new weight and the count its counter holds now. There is
-//! only ever this one set, so no pick can read a stale copy of it. A drained backend
+//! [`Balancer::set_weights`](super::Balancer::set_weights) re-keys every backend in
+//! place and rebuilds the order, under the same lock: a backend whose new weight is
+//! above 0 goes back in with the new weight and the count its counter holds now. There
+//! is only ever this one order, so no pick can read a stale copy of it. A drained backend
 //! keeps its key outside the set (its leases still end and are counted out) and
 //! rejoins with its current count when its weight comes back. Sequence numbers are
 //! kept, so ties still go to the backend picked least recently.
@@ -51,8 +66,8 @@
 //! have ended since. That is accepted: it lasts only while the old balancer's
 //! connections drain, and every key heals within `n` picks of the last of them.
 
-use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::{load_cmp, lock, ActiveCounter};
@@ -62,17 +77,25 @@ use super::{load_cmp, lock, ActiveCounter};
 /// keeps moving them; within one balancer no key is ever stale.
 pub const STALE_REKEYS_PER_PICK_MAX: usize = 8;
 
+/// Most distinct weights among the available backends for the bucketed order; more
+/// (a slow-start ramp over many backends at once) use the ordered set.
+pub const WEIGHT_CLASSES_MAX: usize = 8;
+
+/// Highest active count the bucketed order keeps buckets for (one per count and weight
+/// class); a backend counted higher switches the pool to the ordered set.
+pub const BUCKET_ACTIVE_MAX: u64 = 1 << 16;
+
 /// The shared load order of one pool.
 ///
-/// A plain Mutex: the critical section is two `BTreeSet` operations, and leases are
-/// taken and released once per connection attempt, so contention stays low.
+/// A plain Mutex: the critical section is a few queue operations, and leases are taken
+/// and released once per connection attempt, so contention stays low.
 pub(super) struct LeastConn {
     state: Mutex<State>,
 }
 
 struct State {
     /// The available backends (weight > 0), least loaded first.
-    order: BTreeSet<Load>,
+    order: Order,
     /// By backend index, every backend's current key: the one it sits under in
     /// `order` if its weight is above 0.
     loads: Vec<Load>,
@@ -115,6 +138,13 @@ impl PartialEq for Load {
 
 impl Eq for Load {}
 
+/// The available backends in load order, one of two ways; both give exactly the order
+/// of [`Load`]'s `Ord`.
+enum Order {
+    Buckets(Buckets),
+    Tree(BTreeSet<Load>),
+}
+
 impl LeastConn {
     /// `weights` and `counters` by backend index; weight 0 = not in the order.
     pub(super) fn new(weights: &[u32], counters: &[Arc<ActiveCounter>]) -> LeastConn {
@@ -131,26 +161,28 @@ impl LeastConn {
                 idx,
             })
             .collect();
+        let mut state = State {
+            order: Order::Tree(BTreeSet::new()),
+            seq: loads.len() as u64,
+            loads,
+            sweep: 0,
+        };
+        state.rebuild(forced_tree());
         LeastConn {
-            state: Mutex::new(State {
-                order: loads.iter().filter(|load| load.weight > 0).copied().collect(),
-                seq: loads.len() as u64,
-                loads,
-                sweep: 0,
-            }),
+            state: Mutex::new(state),
         }
     }
 
     /// Claims the least loaded available backend whose index is not in `tried`: counts
     /// it in on its counter and moves it one connection up, under the lock. `None`
     /// when every available backend has been tried.
-    fn claim(&self, tried: &BTreeSet<usize>, counters: &[Arc<ActiveCounter>]) -> Option<usize> {
+    fn claim(&self, tried: &Tried, counters: &[Arc<ActiveCounter>]) -> Option<usize> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         state.sweep_one(counters);
         let mut rekeyed = 0;
         let least = loop {
-            let least = *state.order.iter().find(|load| !tried.contains(&load.idx))?;
+            let least = state.least_untried(tried)?;
             let active = counters[least.idx].get();
             if active == least.active || rekeyed >= STALE_REKEYS_PER_PICK_MAX {
                 break least;
@@ -185,33 +217,99 @@ impl LeastConn {
     }
 
     /// Applies new effective weights (by backend index): re-keys every backend in
-    /// place with its new weight and current count. O(n log n), off the hot path.
+    /// place with its new weight and current count, and rebuilds the order (choosing
+    /// buckets or the set anew). O(n log n), off the hot path.
     pub(super) fn reweigh(&self, weights: &[u32], counters: &[Arc<ActiveCounter>]) {
         let mut state = lock(&self.state);
-        for (idx, (&weight, counter)) in weights.iter().zip(counters).enumerate() {
-            let current = state.loads[idx];
-            state.rekey(Load {
-                active: counter.get(),
-                weight,
-                ..current
-            });
+        for (load, (&weight, counter)) in state.loads.iter_mut().zip(weights.iter().zip(counters)) {
+            load.active = counter.get();
+            load.weight = weight;
         }
+        state.rebuild(forced_tree());
     }
 }
 
 impl State {
+    /// Builds `order` from `loads`: buckets when the weights and counts allow and
+    /// `tree` is false, the ordered set otherwise.
+    fn rebuild(&mut self, tree: bool) {
+        let available = || self.loads.iter().filter(|load| load.weight > 0);
+        let mut weights: Vec<u32> = available().map(|load| load.weight).collect();
+        weights.sort_unstable();
+        weights.dedup();
+        let bucketed =
+            !tree && weights.len() <= WEIGHT_CLASSES_MAX && available().all(|load| load.active <= BUCKET_ACTIVE_MAX);
+        self.order = if bucketed {
+            let mut buckets = Buckets::new(&weights, self.loads.len());
+            // In load order, so every bucket's entries arrive in sequence order.
+            let mut sorted: Vec<Load> = available().copied().collect();
+            sorted.sort_unstable();
+            for load in sorted {
+                let inserted = buckets.attach(load);
+                debug_assert!(inserted, "checked above");
+            }
+            Order::Buckets(buckets)
+        } else {
+            Order::Tree(available().copied().collect())
+        };
+    }
+
+    /// The least loaded available backend not in `tried`.
+    fn least_untried(&mut self, tried: &Tried) -> Option<Load> {
+        match &mut self.order {
+            Order::Tree(set) => set.iter().find(|load| !tried.contains(load.idx)).copied(),
+            Order::Buckets(buckets) => {
+                if tried.is_empty() {
+                    return buckets.least();
+                }
+                // Take the tried ones out, look, and put them back under the same keys:
+                // a fallback costs O(tried) queue operations, picks none.
+                let out: Vec<Load> = tried
+                    .iter()
+                    .map(|idx| self.loads[idx])
+                    .filter(|load| load.weight > 0)
+                    .collect();
+                for load in &out {
+                    buckets.detach(*load);
+                }
+                let least = buckets.least();
+                for load in out {
+                    let inserted = buckets.attach(load);
+                    debug_assert!(inserted, "it was there before");
+                }
+                least
+            }
+        }
+    }
+
     /// Replaces the key of backend `new.idx` by `new`: out of `order` under the old
     /// key, back in under the new one if its weight is above 0.
     fn rekey(&mut self, new: Load) {
         let old = self.loads[new.idx];
-        if old.weight > 0 {
-            let removed = self.order.remove(&old);
-            debug_assert!(removed, "backend {} missing from the load order", old.idx);
-        }
-        if new.weight > 0 {
-            self.order.insert(new);
-        }
         self.loads[new.idx] = new;
+        match &mut self.order {
+            Order::Tree(set) => {
+                if old.weight > 0 {
+                    let removed = set.remove(&old);
+                    debug_assert!(removed, "backend {} missing from the load order", old.idx);
+                }
+                if new.weight > 0 {
+                    set.insert(new);
+                }
+            }
+            Order::Buckets(buckets) => {
+                // The new key goes in first: its bucket is then not empty when the old
+                // one's is left, so finding the class's lowest bucket takes one step.
+                if new.weight > 0 && !buckets.attach(new) {
+                    // A count beyond the buckets: the set holds any count.
+                    self.rebuild(true);
+                    return;
+                }
+                if old.weight > 0 {
+                    buckets.leave(old, new.weight == 0);
+                }
+            }
+        }
     }
 
     /// Re-reads the counter of the next backend in the sweep and re-keys it if another
@@ -228,10 +326,256 @@ impl State {
     }
 }
 
+/// Whether balancers built on this thread must use the ordered set: only tests ask,
+/// to check that both orders pick alike.
+fn forced_tree() -> bool {
+    #[cfg(test)]
+    {
+        FORCE_TREE.with(|force| force.get())
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes balancers built on this thread use the ordered set.
+    static FORCE_TREE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The load order as queues, for few distinct weights: a pick and a release in O(1)
+/// (amortized), against O(log n) comparisons of the ordered set.
+///
+/// Backends are grouped by weight (a class) and, within a class, by active count (a
+/// bucket). Within a class the load order is the count order, so a class's least
+/// loaded backend is the first of its lowest non-empty bucket, and the pool's is the
+/// least of the classes' (at most [`WEIGHT_CLASSES_MAX`] comparisons). Within a bucket
+/// the order is by sequence number (all loads there are equal). A pick gives its
+/// backend the highest sequence number yet, so it joins the back of the next bucket's
+/// queue in order; a release or a re-key may bring an older number, which goes into
+/// the bucket's heap instead. The bucket's first is the lesser of the queue's front and
+/// the heap's top. Entries are not removed when a backend leaves a bucket: each backend
+/// has a stamp, bumped whenever it moves, and an entry with an old stamp is skipped
+/// (and dropped) when it reaches the front; a bucket that empties drops all its entries,
+/// and one holding more than twice its backends' worth is compacted.
+struct Buckets {
+    classes: Vec<Class>,
+    /// By backend index: the stamp of its valid entry.
+    stamps: Vec<u64>,
+}
+
+struct Class {
+    weight: u32,
+    /// By active count.
+    buckets: Vec<Bucket>,
+    /// Backends in the class.
+    live: usize,
+    /// The lowest count with a backend, when `live > 0`.
+    low: usize,
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Ascending sequence numbers.
+    queue: VecDeque<Entry>,
+    /// Entries that arrived out of sequence order.
+    late: BinaryHeap<Reverse<Entry>>,
+    /// Backends in the bucket (entries with a current stamp).
+    live: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    seq: u64,
+    idx: usize,
+    stamp: u64,
+}
+
+impl Buckets {
+    /// `weights` ascending and distinct; `backends` in the pool.
+    fn new(weights: &[u32], backends: usize) -> Buckets {
+        Buckets {
+            classes: weights
+                .iter()
+                .map(|&weight| Class {
+                    weight,
+                    buckets: Vec::new(),
+                    live: 0,
+                    low: 0,
+                })
+                .collect(),
+            stamps: vec![0; backends],
+        }
+    }
+
+    fn class(&mut self, weight: u32) -> Option<&mut Class> {
+        self.classes.iter_mut().find(|class| class.weight == weight)
+    }
+
+    /// Puts backend `load.idx` in under `load` (its weight > 0), invalidating any entry
+    /// it had. `false` (and nothing changed) when the weight has no class or the count
+    /// is beyond [`BUCKET_ACTIVE_MAX`].
+    fn attach(&mut self, load: Load) -> bool {
+        let Some(stamp) = self.stamps.get_mut(load.idx) else {
+            return false;
+        };
+        let Some(class) = self.classes.iter_mut().find(|class| class.weight == load.weight) else {
+            return false;
+        };
+        if load.active > BUCKET_ACTIVE_MAX {
+            return false;
+        }
+        *stamp += 1;
+        let entry = Entry {
+            seq: load.seq,
+            idx: load.idx,
+            stamp: *stamp,
+        };
+        let active = load.active as usize;
+        if class.buckets.len() <= active {
+            class.buckets.resize_with(active + 1, Bucket::default);
+        }
+        let bucket = &mut class.buckets[active];
+        if bucket.queue.back().is_none_or(|back| back.seq < entry.seq) {
+            bucket.queue.push_back(entry);
+        } else {
+            bucket.late.push(Reverse(entry));
+        }
+        bucket.live += 1;
+        if bucket.queue.len() + bucket.late.len() > 2 * bucket.live + 16 {
+            let stamps = &self.stamps;
+            bucket.queue.retain(|e| stamps[e.idx] == e.stamp);
+            bucket.late.retain(|Reverse(e)| stamps[e.idx] == e.stamp);
+        }
+        if class.live == 0 || active < class.low {
+            class.low = active;
+        }
+        class.live += 1;
+        true
+    }
+
+    /// Takes backend `load.idx` out (it is in under `load`).
+    fn detach(&mut self, load: Load) {
+        self.leave(load, true);
+    }
+
+    /// Counts backend `load.idx` out of the bucket of `load`; `invalidate` bumps its
+    /// stamp (not needed when it has just been attached elsewhere, which did).
+    fn leave(&mut self, load: Load, invalidate: bool) {
+        if invalidate {
+            self.stamps[load.idx] += 1;
+        }
+        let Some(class) = self.class(load.weight) else {
+            debug_assert!(false, "backend {} has no class", load.idx);
+            return;
+        };
+        let active = load.active as usize;
+        let bucket = &mut class.buckets[active];
+        bucket.live -= 1;
+        if bucket.live == 0 {
+            bucket.queue.clear();
+            bucket.late.clear();
+        }
+        class.live -= 1;
+        if class.live > 0 && class.low == active && class.buckets[active].live == 0 {
+            // Not empty, so some bucket above holds a backend.
+            class.low = (active + 1..class.buckets.len())
+                .find(|&count| class.buckets[count].live > 0)
+                .unwrap_or(active);
+        }
+    }
+
+    /// The least loaded backend.
+    fn least(&mut self) -> Option<Load> {
+        let stamps = &self.stamps;
+        let mut best: Option<Load> = None;
+        for class in &mut self.classes {
+            if class.live == 0 {
+                continue;
+            }
+            let Some(first) = class.buckets[class.low].first(stamps) else {
+                debug_assert!(false, "lowest bucket of weight {} is empty", class.weight);
+                continue;
+            };
+            let load = Load {
+                active: class.low as u64,
+                weight: class.weight,
+                seq: first.seq,
+                idx: first.idx,
+            };
+            if best.is_none_or(|best| load < best) {
+                best = Some(load);
+            }
+        }
+        best
+    }
+}
+
+impl Bucket {
+    /// The valid entry with the lowest sequence number, dropping stale ones in front.
+    fn first(&mut self, stamps: &[u64]) -> Option<Entry> {
+        let valid = |entry: &Entry| stamps[entry.idx] == entry.stamp;
+        while self.queue.front().is_some_and(|entry| !valid(entry)) {
+            self.queue.pop_front();
+        }
+        while self.late.peek().is_some_and(|Reverse(entry)| !valid(entry)) {
+            self.late.pop();
+        }
+        match (self.queue.front(), self.late.peek()) {
+            (Some(&queued), Some(&Reverse(late))) => Some(queued.min(late)),
+            (Some(&queued), None) => Some(queued),
+            (None, Some(&Reverse(late))) => Some(late),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The backends one selection has tried so far: inline for the first few (a pick and
+/// its usual retries allocate nothing), a set beyond.
+#[derive(Debug, Default)]
+struct Tried {
+    few: [usize; TRIED_INLINE],
+    len: usize,
+    /// `None` until the inline slots are full: dropping it is then a single check
+    /// (an empty set's drop still walks its iterator).
+    more: Option<BTreeSet<usize>>,
+}
+
+const TRIED_INLINE: usize = 4;
+
+impl Tried {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn contains(&self, idx: usize) -> bool {
+        self.few[..self.len.min(TRIED_INLINE)].contains(&idx)
+            || self.more.as_ref().is_some_and(|more| more.contains(&idx))
+    }
+
+    fn insert(&mut self, idx: usize) {
+        if self.len < TRIED_INLINE {
+            self.few[self.len] = idx;
+        } else {
+            self.more.get_or_insert_default().insert(idx);
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.few[..self.len.min(TRIED_INLINE)]
+            .iter()
+            .copied()
+            .chain(self.more.iter().flat_map(|more| more.iter().copied()))
+    }
+}
+
 /// The backends one selection has tried so far.
 #[derive(Debug, Default)]
 pub(super) struct Walk {
-    tried: BTreeSet<usize>,
+    tried: Tried,
 }
 
 impl Walk {
@@ -250,8 +594,10 @@ impl Walk {
 
 #[cfg(test)]
 mod tests {
-    use crate::balancer::{Algorithm, Balancer, Lease, PickKey, WEIGHT_MAX};
+    use super::{LeastConn, Order, Tried};
+    use crate::balancer::{lock, ActiveCounter, Algorithm, Balancer, Lease, PickKey, WEIGHT_MAX};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     fn pick(pool: &Balancer) -> Lease {
         match pool.select(PickKey::default()).next() {
@@ -407,6 +753,100 @@ mod tests {
             2 => any::<usize>().prop_map(Step::Drop),
             1 => prop::collection::vec(prop_oneof![Just(0), 1..=WEIGHT_MAX], 8).prop_map(Step::Reweigh),
         ]
+    }
+
+    /// One step of the differential test below.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A selection trying this many candidates, keeping the last.
+        Pick(usize),
+        Drop(usize),
+        Reweigh(Vec<u32>),
+        /// Another balancer sharing the counter of this backend takes (true) or ends
+        /// (false) a connection on it.
+        Foreign(usize, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..4).prop_map(Op::Pick),
+            4 => any::<usize>().prop_map(Op::Drop),
+            1 => prop::collection::vec(prop_oneof![Just(0), 1..=4u32, 1..=WEIGHT_MAX], 12).prop_map(Op::Reweigh),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, up)| Op::Foreign(i, up)),
+        ]
+    }
+
+    /// Runs `ops` on a `LeastConn` built on this thread, returning every claim.
+    fn run(weights: &[u32], ops: &[Op], tree: bool) -> Vec<Option<usize>> {
+        super::FORCE_TREE.with(|force| force.set(tree));
+        let counters: Vec<Arc<ActiveCounter>> = weights.iter().map(|_| Arc::default()).collect();
+        let lc = LeastConn::new(weights, &counters);
+        let mut distinct: Vec<u32> = weights.iter().copied().filter(|&w| w > 0).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let expect_tree = tree || distinct.len() > super::WEIGHT_CLASSES_MAX;
+        assert_eq!(matches!(lock(&lc.state).order, Order::Tree(_)), expect_tree);
+        let mut held: Vec<usize> = Vec::new();
+        let mut foreign: Vec<usize> = Vec::new();
+        let mut claims = Vec::new();
+        for op in ops {
+            match op {
+                Op::Pick(tries) => {
+                    let mut tried = Tried::default();
+                    let mut last = None;
+                    for _ in 0..*tries {
+                        let claimed = lc.claim(&tried, &counters);
+                        claims.push(claimed);
+                        let Some(idx) = claimed else { break };
+                        tried.insert(idx);
+                        // The failed attempt before this one ends.
+                        if let Some(previous) = last.replace(idx) {
+                            lc.release(previous, &counters);
+                        }
+                    }
+                    held.extend(last);
+                }
+                Op::Drop(which) => {
+                    if !held.is_empty() {
+                        lc.release(held.swap_remove(which % held.len()), &counters);
+                    }
+                }
+                Op::Reweigh(new) => lc.reweigh(&new[..weights.len()], &counters),
+                Op::Foreign(which, up) => {
+                    if *up {
+                        let idx = which % weights.len();
+                        counters[idx].claim();
+                        foreign.push(idx);
+                    } else if !foreign.is_empty() {
+                        counters[foreign.swap_remove(which % foreign.len())].release();
+                    }
+                }
+            }
+        }
+        for idx in held {
+            lc.release(idx, &counters);
+        }
+        for idx in foreign {
+            counters[idx].release();
+        }
+        assert!(counters.iter().all(|c| c.get() == 0));
+        super::FORCE_TREE.with(|force| force.set(false));
+        claims
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The bucketed order picks exactly as the ordered set does (the reference:
+        /// load, then least recently picked), through fallbacks, releases, weight
+        /// changes and counts moved by another balancer.
+        #[test]
+        fn buckets_pick_as_the_ordered_set(
+            weights in prop::collection::vec(prop_oneof![Just(0), 1..=4u32, 1..=WEIGHT_MAX], 1..=12),
+            ops in prop::collection::vec(op(), 0..150),
+        ) {
+            prop_assert_eq!(run(&weights, &ops, false), run(&weights, &ops, true));
+        }
     }
 
     proptest! {

@@ -30,8 +30,8 @@
 //! | name                | file                | pick cost          | shared state                   |
 //! |---------------------|---------------------|--------------------|--------------------------------|
 //! | `round-robin`       | [`round_robin`]     | O(1)               | one atomic ticket, swapped plan |
-//! | `weighted`          | [`weighted`]        | O(log n) amortized | Pfair schedule, Mutex          |
-//! | `least-connections` | [`least_conn`]      | O(log n)           | ordered set, Mutex             |
+//! | `weighted`          | [`weighted`]        | O(1) with a precomputed period, else O(log n) amortized | precomputed period in a swapped plan, or Pfair schedule, Mutex |
+//! | `least-connections` | [`least_conn`]      | O(1) amortized with few distinct weights, else O(log n) | queues or ordered set, Mutex |
 //! | `power-of-two`      | [`power_of_two`]    | O(1)               | the active counters, swapped plan |
 //! | `consistent-hash`   | [`consistent_hash`] | O(1)               | Maglev table in a swapped plan |
 //!
@@ -75,8 +75,10 @@
 //!   through an [`ArcSwap`]: a pick loads it without a lock; `set_weights` builds the
 //!   next plan while the previous one keeps serving (a Maglev table takes milliseconds
 //!   to seconds), then swaps it in;
-//! - weighted restarts its Pfair schedule, under the Mutex its picks already take;
-//! - least-connections re-keys its ordered set in place, under its Mutex.
+//! - weighted restarts its Pfair schedule: a short period is precomputed into the new
+//!   plan (whose ticket starts at slot 0) and picked without a lock like the above;
+//!   a long one restarts its heaps under the Mutex its picks then take;
+//! - least-connections re-keys its load order in place, under its Mutex.
 //!
 //! A selection that is mid-iteration when the weights change finishes walking the plan
 //! it started from, so it still never yields a backend twice, but every candidate is
@@ -348,19 +350,34 @@ struct Plan {
     available: Vec<usize>,
     /// `consistent-hash` only: its lookup table over `available`.
     maglev: Option<Maglev>,
+    /// `weighted` only: one period of its schedule over `available`, when short enough
+    /// to precompute (see [`weighted`]).
+    weighted: Option<weighted::Table>,
+    /// `power-of-two` only: by position in `available`, what a candidate's comparison
+    /// reads, side by side (see [`power_of_two`]).
+    candidates: Vec<power_of_two::Candidate>,
 }
 
 impl Plan {
     /// Clamps `weights` and derives the rest. Scans the pool; for `consistent-hash` it
-    /// also builds the Maglev table.
-    fn new(algorithm: Algorithm, weights: &[u32]) -> Plan {
+    /// also builds the Maglev table, for `weighted` the precomputed period if short
+    /// enough, for `power-of-two` the candidate entries (`counters` by backend index).
+    fn new(algorithm: Algorithm, weights: &[u32], counters: &[Arc<ActiveCounter>]) -> Plan {
         let weights: Vec<u32> = weights.iter().map(|&w| w.min(EFFECTIVE_WEIGHT_MAX)).collect();
         let available: Vec<usize> = (0..weights.len()).filter(|&idx| weights[idx] > 0).collect();
         let mut plan = Plan {
             weights,
             available,
             maglev: None,
+            weighted: None,
+            candidates: Vec::new(),
         };
+        if algorithm == Algorithm::PowerOfTwo {
+            plan.candidates = power_of_two::Candidate::all(&plan.available, &plan.weights, counters);
+        }
+        if algorithm == Algorithm::Weighted {
+            plan.weighted = weighted::Table::new(&plan.available_weights());
+        }
         if algorithm == Algorithm::ConsistentHash {
             // The table size follows the configured count, not the available one, so
             // availability changes keep the size and move few clients.
@@ -416,7 +433,7 @@ impl Balancer {
             .take(weights.len())
             .map(Option::unwrap_or_default)
             .collect();
-        let plan = Arc::new(Plan::new(algorithm, weights));
+        let plan = Arc::new(Plan::new(algorithm, weights, &counters));
         let policy = match algorithm {
             Algorithm::RoundRobin => Policy::RoundRobin(RoundRobin::new()),
             Algorithm::Weighted => Policy::Weighted(Weighted::new(Arc::clone(&plan))),
@@ -471,7 +488,7 @@ impl Balancer {
         }
         // Built before anything is published: until the swap below, picks keep using
         // the previous plan, and for consistent-hash the previous table.
-        let plan = Arc::new(Plan::new(inner.algorithm, effective));
+        let plan = Arc::new(Plan::new(inner.algorithm, effective, &inner.counters));
         // Availability first: from here on, selections still walking an older plan
         // skip the backends drained by this change.
         for (slot, &weight) in inner.effective.iter().zip(&plan.weights) {
@@ -573,10 +590,20 @@ impl Inner {
                     },
                 }
             }
-            Policy::Weighted(weighted) => match weighted.start() {
-                Some((rotation, plan)) => Cursor::Rotation { rotation, plan },
-                None => Cursor::Done,
-            },
+            Policy::Weighted(weighted) => {
+                let plan = self.plan.load();
+                if let Some(rotation) = Weighted::start_lock_free(&plan) {
+                    return Cursor::Rotation {
+                        rotation,
+                        plan: arc_swap::Guard::into_inner(plan),
+                    };
+                }
+                drop(plan);
+                match weighted.start() {
+                    Some((rotation, plan)) => Cursor::Rotation { rotation, plan },
+                    None => Cursor::Done,
+                }
+            }
             Policy::LeastConnections(_) => Cursor::LeastConnections(least_conn::Walk::new()),
             Policy::PowerOfTwo => {
                 let plan = self.plan.load_full();
@@ -584,10 +611,7 @@ impl Inner {
                 if n == 0 {
                     return Cursor::Done;
                 }
-                let walk = power_of_two::Walk::new(key.random, n, |pos| {
-                    let idx = plan.available[pos];
-                    (self.counters[idx].get(), plan.weights[idx])
-                });
+                let walk = power_of_two::Walk::new(key.random, &plan.candidates);
                 Cursor::PowerOfTwo { walk, plan }
             }
             Policy::ConsistentHash => {
@@ -652,7 +676,23 @@ impl Iterator for Selection {
                 (Cursor::Rotation { rotation, plan }, _) => {
                     rotation.next().and_then(|pos| plan.available.get(pos).copied())
                 }
-                (Cursor::PowerOfTwo { walk, plan }, _) => walk.next().and_then(|pos| plan.available.get(pos).copied()),
+                // Claims on the candidate's own counter: the draw has just read it, so
+                // this touches no other memory (at 100,000 backends, one miss fewer).
+                (Cursor::PowerOfTwo { walk, plan }, _) => match walk.next(&plan.candidates) {
+                    Some(candidate) => {
+                        let idx = candidate.idx();
+                        if std::mem::take(&mut fresh) || inner.is_available(idx) {
+                            candidate.counter().claim();
+                            inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
+                            return Some(Lease {
+                                inner: Arc::clone(inner),
+                                idx,
+                            });
+                        }
+                        continue;
+                    }
+                    None => None,
+                },
                 (Cursor::ConsistentHash { walk, plan }, _) => plan
                     .maglev
                     .as_ref()

@@ -25,32 +25,73 @@
 //! pick without a lock on this path. A slow-starting backend at weight 1 of 100 looks
 //! 100 times as loaded per connection, so it wins a draw only while nearly idle.
 
+use std::sync::Arc;
+
 use super::round_robin::{position, Rotation};
-use super::{load_cmp, splitmix64};
+use super::{load_cmp, splitmix64, ActiveCounter};
+
+/// What a draw reads of one available backend, kept together in the plan so that a
+/// candidate costs one entry and its counter (two cache lines at most) instead of four
+/// lookups (position -> index -> weight, counter pointer -> counter), which at 10,000
+/// backends and more are cache misses.
+#[derive(Clone, Debug)]
+pub(super) struct Candidate {
+    counter: Arc<ActiveCounter>,
+    /// Backend index.
+    idx: usize,
+    weight: u32,
+}
+
+impl Candidate {
+    /// Backend index.
+    pub(super) fn idx(&self) -> usize {
+        self.idx
+    }
+
+    /// The backend's active counter (the balancer's, shared).
+    pub(super) fn counter(&self) -> &ActiveCounter {
+        &self.counter
+    }
+
+    /// By position in `available`; `weights` and `counters` by backend index.
+    pub(super) fn all(available: &[usize], weights: &[u32], counters: &[Arc<ActiveCounter>]) -> Vec<Candidate> {
+        available
+            .iter()
+            .map(|&idx| Candidate {
+                counter: Arc::clone(&counters[idx]),
+                idx,
+                weight: weights[idx],
+            })
+            .collect()
+    }
+}
 
 /// The candidates of one selection, in the order they will be tried.
 #[derive(Clone, Debug)]
 pub(super) struct Walk {
-    /// The winner, then the other candidate (`None` when only one backend exists).
+    /// The winner, then the other candidate (`None` when only one backend exists);
+    /// positions in the plan's available list.
     drawn: [Option<usize>; 2],
     /// How many of `drawn` have been yielded.
     yielded: usize,
-    rest: Rotation,
+    /// The selection's random number: the rotation after the drawn two starts from it.
+    random: u64,
+    /// Made when the first fallback after the drawn two is asked for (few selections
+    /// get that far, and it costs two hashes and a division).
+    rest: Option<Rotation>,
 }
 
 impl Walk {
-    /// `n` (> 0) available backends; `load(pos)` is a backend's (active, weight).
+    /// `candidates` (not empty) are the plan's, by position.
     // Inlined into the pick by hand: left to itself the compiler calls it out of line,
     // which measured 20 ns (a third) more per pick from another crate (bench/pick).
     #[inline(always)]
-    pub(super) fn new(random: u64, n: usize, load: impl Fn(usize) -> (u64, u32)) -> Walk {
-        let (first, second) = candidates(random, n);
-        let rest = Rotation::new(position(splitmix64(splitmix64(random)), n), n);
+    pub(super) fn new(random: u64, candidates: &[Candidate]) -> Walk {
+        let (first, second) = candidates_of(random, candidates.len());
         let drawn = match second {
             Some(second) => {
-                let (first_active, first_weight) = load(first);
-                let (second_active, second_weight) = load(second);
-                if load_cmp(second_active, second_weight, first_active, first_weight).is_lt() {
+                let (a, b) = (&candidates[first], &candidates[second]);
+                if load_cmp(b.counter.get(), b.weight, a.counter.get(), a.weight).is_lt() {
                     [Some(second), Some(first)]
                 } else {
                     [Some(first), Some(second)]
@@ -61,11 +102,18 @@ impl Walk {
         Walk {
             drawn,
             yielded: 0,
-            rest,
+            random,
+            rest: None,
         }
     }
 
-    pub(super) fn next(&mut self) -> Option<usize> {
+    /// The next candidate; `candidates` as given to [`Walk::new`].
+    #[inline]
+    pub(super) fn next<'a>(&mut self, candidates: &'a [Candidate]) -> Option<&'a Candidate> {
+        self.next_pos(candidates.len()).and_then(|pos| candidates.get(pos))
+    }
+
+    fn next_pos(&mut self, n: usize) -> Option<usize> {
         while self.yielded < self.drawn.len() {
             let candidate = self.drawn[self.yielded];
             self.yielded += 1;
@@ -75,7 +123,10 @@ impl Walk {
         }
         // The rotation covers all n positions once; skip the (at most two) drawn.
         let drawn = self.drawn;
-        self.rest.by_ref().find(|&pos| !drawn.contains(&Some(pos)))
+        let random = self.random;
+        self.rest
+            .get_or_insert_with(|| Rotation::new(position(splitmix64(splitmix64(random)), n), n))
+            .find(|&pos| !drawn.contains(&Some(pos)))
     }
 }
 
@@ -85,20 +136,21 @@ impl Walk {
 /// The second is drawn from the `n - 1` positions other than the first (an offset of
 /// 1..n from it), so it is distinct without a retry loop. The modulo bias is below
 /// n / 2^64: irrelevant for any real pool.
-pub(super) fn candidates(random: u64, n: usize) -> (usize, Option<usize>) {
+pub(super) fn candidates_of(random: u64, n: usize) -> (usize, Option<usize>) {
     let first = position(random, n);
     if n < 2 {
         return (first, None);
     }
     let offset = 1 + position(splitmix64(random), n - 1);
-    // first < n and offset < n, so first + offset < 2n does not overflow for any n a
-    // Vec can hold.
-    (first, Some((first + offset) % n))
+    // first < n and offset < n, so first + offset < 2n: one subtraction is the
+    // remainder, and the sum does not overflow for any n a Vec can hold.
+    let second = first + offset;
+    (first, Some(if second >= n { second - n } else { second }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::candidates;
+    use super::candidates_of as candidates;
     use crate::balancer::{Algorithm, Balancer, Lease, PickKey, WEIGHT_MAX};
     use proptest::prelude::*;
 
