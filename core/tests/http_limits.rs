@@ -4,8 +4,9 @@
 //!
 //! B9 (fd exhaustion) is not here: it needs a lowered RLIMIT_NOFILE, and the proxy under
 //! test runs inside the test process, whose limit the tests must not change (it would
-//! hit every other test running in parallel). The accept back-off is covered where the
-//! listener is tested on its own.
+//! hit every other test running in parallel). It is in tests/binary.rs
+//! (`fd_exhaustion_backs_off_without_spinning_and_recovers`), which starts the binary in
+//! http mode with RLIMIT_NOFILE 256 and floods it with 400 connections.
 // Clients and mock backends run on plain threads; waits are bounded with the real clock.
 #![allow(clippy::disallowed_methods)]
 
