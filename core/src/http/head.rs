@@ -103,17 +103,13 @@ impl RequestHead {
 
     /// The end-to-end fields to forward, as (name, value).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .map(|(n, v)| (slice(&self.raw, n), slice(&self.raw, v)))
+        fields_of(&self.raw, &self.fields)
     }
 
     /// The value of the (first) forwarded field called `name` (ASCII
     /// case-insensitive).
     pub fn field(&self, name: &[u8]) -> Option<&[u8]> {
-        self.fields()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        field_of(&self.raw, &self.fields, name)
     }
 
     /// GET, HEAD, PUT, DELETE, OPTIONS, TRACE: RFC 9110 §9.2.2. Only these may be
@@ -171,17 +167,13 @@ impl ResponseHead {
     /// The end-to-end fields to forward, as (name, value): hop-by-hop and framing fields
     /// left out.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .map(|(n, v)| (slice(&self.raw, n), slice(&self.raw, v)))
+        fields_of(&self.raw, &self.fields)
     }
 
     /// The value of the (first) field called `name` (ASCII case-insensitive), among the
     /// forwarded fields.
     pub fn field(&self, name: &[u8]) -> Option<&[u8]> {
-        self.fields()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        field_of(&self.raw, &self.fields, name)
     }
 
     /// The protocol of the backend's `Upgrade` field (first element, such as
@@ -206,6 +198,21 @@ impl ResponseHead {
 /// never taken, but a bug must not become a panic on a client's path.
 fn slice<'a>(raw: &'a [u8], r: &Range<usize>) -> &'a [u8] {
     raw.get(r.clone()).unwrap_or_default()
+}
+
+/// The (name, value) pairs `list` ranges over in `raw`: what both heads forward.
+fn fields_of<'a>(
+    raw: &'a [u8],
+    list: &'a [(Range<usize>, Range<usize>)],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    list.iter().map(move |(n, v)| (slice(raw, n), slice(raw, v)))
+}
+
+/// The value of the first of `list`'s fields called `name` (ASCII case-insensitive).
+fn field_of<'a>(raw: &'a [u8], list: &'a [(Range<usize>, Range<usize>)], name: &[u8]) -> Option<&'a [u8]> {
+    fields_of(raw, list)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// What a field name means to us.

@@ -459,13 +459,7 @@ async fn read_head<E: Env>(
                 Err(Reject { status, reason }) => return HeadRead::Refuse(status, reason),
             }
             if buf.spare_capacity() == 0 {
-                // The head may be longer than a buffer: grow to the head limit, once.
-                if buf.capacity() <= limits.head_bytes_max {
-                    let mut bigger = IoBuf::with_capacity(limits.head_bytes_max + 1);
-                    bigger.extend_within_capacity(buf.bytes());
-                    if let Some(old) = c.buf.replace(bigger) {
-                        worker.give_buffer(old);
-                    }
+                if grow_for_head(&mut c.buf, &limits, worker) {
                     continue;
                 }
                 return HeadRead::Refuse(431, "request head over the limit");
@@ -501,6 +495,24 @@ async fn read_head<E: Env>(
             Ok(_) => {}
         }
     }
+}
+
+/// A full buffer whose head is not complete yet: moved, once, into a buffer one byte
+/// longer than the head limit (the worker's buffers may be shorter than a head may be).
+/// False when it already is that long: the head is over the limit.
+fn grow_for_head(slot: &mut Option<IoBuf>, limits: &Limits, worker: &Worker) -> bool {
+    let Some(buf) = slot.as_ref() else {
+        return false;
+    };
+    if buf.capacity() > limits.head_bytes_max {
+        return false;
+    }
+    let mut bigger = IoBuf::with_capacity(limits.head_bytes_max + 1);
+    bigger.extend_within_capacity(buf.bytes());
+    if let Some(old) = slot.replace(bigger) {
+        worker.give_buffer(old);
+    }
+    true
 }
 
 /// Reads once into `slot`'s spare capacity. The slot is empty while the read is in
@@ -984,7 +996,7 @@ async fn attempt_on<E: Env>(
             (&deadline, body_deadline),
             &mut replay,
         );
-        let down = read_response_head(env, &mut br, &mut bbuf, &mut c.w, head, &limits);
+        let down = read_response_head(worker, &mut br, &mut bbuf, &mut c.w, head, &limits);
         let watchdog = async {
             loop {
                 let d = deadline.get();
@@ -1352,15 +1364,14 @@ async fn write_slot<W: OwnedWrite>(w: &mut W, slot: &mut Option<IoBuf>) -> std::
 /// Reads the final response head. Interim 1xx heads are consumed: `100 Continue` is
 /// relayed to a client that sent `Expect: 100-continue`, others are dropped. A 101
 /// is final.
-async fn read_response_head<E: Env, R: OwnedRead, W: OwnedWrite>(
-    env: &E,
+async fn read_response_head<R: OwnedRead, W: OwnedWrite>(
+    worker: &Worker,
     br: &mut R,
     bbuf: &mut Option<IoBuf>,
     cw: &mut W,
     req: &RequestHead,
     limits: &Limits,
 ) -> HeadEnd {
-    let _ = env;
     let mut any = false;
     loop {
         let Some(buf) = bbuf.as_mut() else {
@@ -1383,10 +1394,7 @@ async fn read_response_head<E: Env, R: OwnedRead, W: OwnedWrite>(
                 Err(_) => return HeadEnd::Bad,
             }
             if buf.spare_capacity() == 0 {
-                if buf.capacity() <= limits.head_bytes_max {
-                    let mut bigger = IoBuf::with_capacity(limits.head_bytes_max + 1);
-                    bigger.extend_within_capacity(buf.bytes());
-                    *bbuf = Some(bigger);
+                if grow_for_head(bbuf, limits, worker) {
                     continue;
                 }
                 return HeadEnd::Bad;
