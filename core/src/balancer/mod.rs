@@ -142,6 +142,7 @@ pub mod weighted;
 use std::cmp::Ordering;
 use std::fmt;
 use std::iter::{self, FusedIterator};
+use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as MemoryOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -317,15 +318,32 @@ pub struct WeightsLenMismatch {
 /// themselves never allocate tables.
 #[derive(Clone)]
 pub struct Balancer {
+    inner: Arc<Handle>,
+}
+
+/// What the clones of one [`Balancer`] share: the balancer's one reference to its state.
+///
+/// Every other reference to `Inner` is a live lease's, so `Inner`'s strong count is one
+/// plus the leases alive: that is [`Balancer::total_active`], with no counter of its own
+/// to move on every lease. (A selection borrows the balancer instead of holding a
+/// reference.)
+struct Handle {
     inner: Arc<Inner>,
+}
+
+impl Deref for Handle {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
 }
 
 struct Inner {
     algorithm: Algorithm,
-    /// Live leases by backend index; possibly shared with other balancers.
+    /// Live leases by backend index; possibly shared with other balancers. (The live
+    /// leases of this balancer, over the pool, are the strong count: see [`Handle`].)
     counters: Vec<Arc<ActiveCounter>>,
-    /// Live leases of this balancer, kept separately so reading it never scans the pool.
-    total_active: AtomicU64,
     /// The current effective weights by backend index, stored before the plan that
     /// carries them is published: what a selection checks each candidate against, so
     /// one started on an older plan never yields a backend drained since.
@@ -443,14 +461,15 @@ impl Balancer {
         };
         let effective = plan.weights.iter().map(|&w| AtomicU32::new(w)).collect();
         Balancer {
-            inner: Arc::new(Inner {
-                algorithm,
-                counters,
-                total_active: AtomicU64::new(0),
-                effective,
-                plan: ArcSwap::new(plan),
-                reweigh: Mutex::new(()),
-                policy,
+            inner: Arc::new(Handle {
+                inner: Arc::new(Inner {
+                    algorithm,
+                    counters,
+                    effective,
+                    plan: ArcSwap::new(plan),
+                    reweigh: Mutex::new(()),
+                    policy,
+                }),
             }),
         }
     }
@@ -533,9 +552,13 @@ impl Balancer {
     ///
     /// Nothing happens until the first `next()`: an unused selection takes no
     /// round-robin ticket and no weighted slot.
-    pub fn select(&self, key: PickKey) -> Selection {
+    ///
+    /// The selection borrows the balancer and takes no reference count of its own;
+    /// each lease it yields holds one, so leases outlive the selection, the balancer
+    /// and a reload as before.
+    pub fn select(&self, key: PickKey) -> Selection<'_> {
         Selection {
-            inner: Arc::clone(&self.inner),
+            inner: &self.inner.inner,
             key,
             cursor: Cursor::Start,
         }
@@ -552,8 +575,12 @@ impl Balancer {
     /// [`Balancer::active`], this leaves out the leases of other balancers sharing the
     /// counters: summed over the old and the new balancer of a reload, it counts every
     /// connection once.
+    ///
+    /// Every lease holds one strong reference to this balancer's state, and the only
+    /// other one is the balancer's own, so this is the strong count less
+    /// one: a single load, as reading the counter it replaces was.
     pub fn total_active(&self) -> u64 {
-        self.inner.total_active.load(MemoryOrdering::Relaxed)
+        (Arc::strong_count(&self.inner.inner) - 1) as u64
     }
 }
 
@@ -581,7 +608,7 @@ impl Inner {
     fn start(&self, key: PickKey) -> Cursor {
         match &self.policy {
             Policy::RoundRobin(rr) => {
-                let plan = self.plan.load_full();
+                let plan = self.plan.load();
                 match plan.available.len() {
                     0 => Cursor::Done,
                     n => Cursor::Rotation {
@@ -593,20 +620,20 @@ impl Inner {
             Policy::Weighted(weighted) => {
                 let plan = self.plan.load();
                 if let Some(rotation) = Weighted::start_lock_free(&plan) {
-                    return Cursor::Rotation {
-                        rotation,
-                        plan: arc_swap::Guard::into_inner(plan),
-                    };
+                    return Cursor::Rotation { rotation, plan };
                 }
                 drop(plan);
                 match weighted.start() {
-                    Some((rotation, plan)) => Cursor::Rotation { rotation, plan },
+                    Some((rotation, plan)) => Cursor::Rotation {
+                        rotation,
+                        plan: PlanGuard::from_inner(plan),
+                    },
                     None => Cursor::Done,
                 }
             }
             Policy::LeastConnections(_) => Cursor::LeastConnections(least_conn::Walk::new()),
             Policy::PowerOfTwo => {
-                let plan = self.plan.load_full();
+                let plan = self.plan.load();
                 let n = plan.available.len();
                 if n == 0 {
                     return Cursor::Done;
@@ -615,7 +642,7 @@ impl Inner {
                 Cursor::PowerOfTwo { walk, plan }
             }
             Policy::ConsistentHash => {
-                let plan = self.plan.load_full();
+                let plan = self.plan.load();
                 let walk = match &plan.maglev {
                     Some(maglev) if !plan.available.is_empty() => consistent_hash::Walk::new(maglev, key.client),
                     _ => return Cursor::Done,
@@ -628,11 +655,19 @@ impl Inner {
 
 /// The candidates of one connection: the pick, then the fallbacks. See
 /// [`Balancer::select`].
-pub struct Selection {
-    inner: Arc<Inner>,
+pub struct Selection<'a> {
+    /// The balancer's state, borrowed: the leases yielded clone it, the selection
+    /// does not need to.
+    inner: &'a Arc<Inner>,
     key: PickKey,
     cursor: Cursor,
 }
+
+/// A selection's hold on the plan it walks: arc-swap's guard, which protects the plan
+/// from being freed without moving its reference count (a debt slot of arc-swap's; it
+/// becomes a counted reference if a newer plan is published meanwhile, or if the
+/// thread already holds many guards).
+type PlanGuard = arc_swap::Guard<Arc<Plan>>;
 
 /// Where a selection is. Each walk works on the plan it holds, so a newer
 /// plan published meanwhile cannot make it repeat a backend or index out of bounds.
@@ -642,22 +677,22 @@ enum Cursor {
     /// Round-robin and weighted: the pick, then the following backends in order.
     Rotation {
         rotation: Rotation,
-        plan: Arc<Plan>,
+        plan: PlanGuard,
     },
     PowerOfTwo {
         walk: power_of_two::Walk,
-        plan: Arc<Plan>,
+        plan: PlanGuard,
     },
     /// Works on the live ordered set (by backend index), not on a plan.
     LeastConnections(least_conn::Walk),
     ConsistentHash {
         walk: consistent_hash::Walk,
-        plan: Arc<Plan>,
+        plan: PlanGuard,
     },
     Done,
 }
 
-impl Iterator for Selection {
+impl Iterator for Selection<'_> {
     type Item = Lease;
 
     fn next(&mut self) -> Option<Lease> {
@@ -668,7 +703,7 @@ impl Iterator for Selection {
             self.cursor = self.inner.start(self.key);
             fresh = true;
         }
-        let inner = &self.inner;
+        let inner = self.inner;
         // Each turn consumes one candidate of a finite walk, so this ends; it repeats
         // only for candidates drained after the selection started.
         loop {
@@ -683,7 +718,6 @@ impl Iterator for Selection {
                         let idx = candidate.idx();
                         if std::mem::take(&mut fresh) || inner.is_available(idx) {
                             candidate.counter().claim();
-                            inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
                             return Some(Lease {
                                 inner: Arc::clone(inner),
                                 idx,
@@ -703,7 +737,6 @@ impl Iterator for Selection {
                 (Cursor::LeastConnections(walk), Policy::LeastConnections(lc)) => {
                     let claimed = walk.next(lc, &inner.counters);
                     if let Some(idx) = claimed {
-                        inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
                         return Some(Lease {
                             inner: Arc::clone(inner),
                             idx,
@@ -720,7 +753,6 @@ impl Iterator for Selection {
             };
             if std::mem::take(&mut fresh) || inner.is_available(idx) {
                 inner.counters[idx].claim();
-                inner.total_active.fetch_add(1, MemoryOrdering::Relaxed);
                 return Some(Lease {
                     inner: Arc::clone(inner),
                     idx,
@@ -730,9 +762,9 @@ impl Iterator for Selection {
     }
 }
 
-impl FusedIterator for Selection {}
+impl FusedIterator for Selection<'_> {}
 
-impl fmt::Debug for Selection {
+impl fmt::Debug for Selection<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Selection")
             .field("algorithm", &self.inner.algorithm)
@@ -772,8 +804,6 @@ impl Drop for Lease {
                 inner.counters[self.idx].release();
             }
         }
-        let total_before = inner.total_active.fetch_sub(1, MemoryOrdering::Relaxed);
-        debug_assert!(total_before > 0, "lease released twice");
     }
 }
 
