@@ -12,7 +12,7 @@
 mod common;
 
 use common::http::*;
-use common::{balancer_now, closed_port, start_proxy, Proxy};
+use common::{balancer_now, closed_port, closed_ports, start_proxy, Proxy};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -477,7 +477,7 @@ fn c12_reload_drains_a_removed_backend() {
 /// 503 at once too.
 #[test]
 fn c13_all_backends_down_gets_503_at_once() {
-    let p = proxy(&[closed_port(), closed_port()], "");
+    let p = proxy(&closed_ports::<2>(), "");
     for _ in 0..3 {
         let started = Instant::now();
         let (out, end) = raw_exchange(p.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", WAIT);

@@ -307,10 +307,7 @@ fn backend_failing_mid_stream_resets_the_client(io: IoKind) {
 }
 
 fn no_reachable_backend_resets_the_client(io: IoKind) {
-    let p = start_proxy_on(
-        io,
-        &config("round-robin", &[(closed_port(), 1), (closed_port(), 1)], ""),
-    );
+    let p = start_proxy_on(io, &config("round-robin", &closed_ports::<2>().map(|a| (a, 1)), ""));
     let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
     let (got, end) = read_until_end(&mut s);
     assert!(got.is_empty());

@@ -27,6 +27,16 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// `N` distinct closed ports. Two calls of [`closed_port`] may return the same port (the
+/// kernel hands a freed port out again), which a pool refuses as a duplicate backend:
+/// these are bound together, so they differ, and then closed.
+pub fn closed_ports<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr"))
+}
+
 /// Servers on a thread, stopped and joined on drop.
 pub struct Running {
     trigger: Option<ShutdownTrigger>,
