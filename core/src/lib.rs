@@ -6,7 +6,9 @@
 //! - [`config`]: the RON configuration, its validation, and the command-line overlay.
 //! - [`health`]: active probes, passive ejection, slow start; publishes effective
 //!   weights to the balancers.
-//! - [`proxy`]: L4 TCP forwarding, generic over [`io::Env`].
+//! - [`http`]: the sans-IO HTTP/1.1 codec (heads, chunked framing, forwarded heads)
+//!   shared by the L7 proxy, the health probes and the fuzz targets.
+//! - [`proxy`]: L4 TCP and L7 HTTP/1.1 forwarding, generic over [`io::Env`].
 //! - [`reload`]: configuration hot reload: checked whole, applied as a new generation,
 //!   removed backends drained.
 //! - [`testbackend`]: the scriptable test backend shared by the demo, the tests, the

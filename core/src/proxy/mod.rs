@@ -1,5 +1,6 @@
-//! Forwarding: the state shared by every worker, the per-worker state, and the L4 TCP
-//! proxy ([`tcp`]).
+//! Forwarding: the state shared by every worker, the per-worker state, the L4 TCP proxy
+//! ([`tcp`], which also runs every listener's accept loop) and the L7 HTTP/1.1 proxy
+//! ([`http`], for listeners with `mode: "http"`).
 //!
 //! [`Shared`] is one *generation* of the configuration, built from a validated
 //! [`Config`] off the data path and immutable apart from counters (atomics): every worker
