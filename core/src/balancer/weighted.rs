@@ -54,7 +54,7 @@
 //!
 //! Weights change rarely (health checks, slow start) and picks happen on every
 //! connection, so when the period is short the schedule is not run per pick at all:
-//! [`Table`] runs it once, at build time, for one whole period and stores the position
+//! `Table` runs it once, at build time, for one whole period and stores the position
 //! picked at every slot, and a pick takes a ticket from an atomic counter and reads
 //! slot `ticket mod period`, with no lock (like `round-robin`). The weights are first
 //! divided by their greatest common divisor `g`: scaling every weight by `g` scales `W`
@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex};
 use super::round_robin::{position, Rotation};
 use super::{lock, Plan};
 
-/// Longest (reduced) period that is precomputed into a [`Table`]: 262,144 slots, 1 MiB.
+/// Longest (reduced) period that is precomputed into a `Table`: 262,144 slots, 1 MiB.
 /// Covers equal weights up to 262,144 backends, and weights 1 to 4 up to 100,000.
 pub const TABLE_SLOTS_MAX: usize = 1 << 18;
 

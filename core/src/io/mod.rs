@@ -2,7 +2,7 @@
 //!
 //! Everything the proxy core may observe comes through [`Env`]: sockets, spawning, time,
 //! randomness and name resolution. The core is generic over it, so the same proxy code
-//! runs on real sockets ([`tokio`](crate::io::tokio), epoll on Linux and kqueue on the
+//! runs on real sockets ([`tokio`], epoll on Linux and kqueue on the
 //! BSDs and macOS; `uring`, io_uring on Linux) and on turmoil's simulated network (the
 //! `gobalancer-sim` crate).
 //!

@@ -50,7 +50,7 @@
 //! accepted and connected sockets are left (or put) in blocking mode; no thread ever
 //! blocks on them, since every operation on them goes through the ring.
 //!
-//! The exception is splicing ([`Splice`](super::Splice)): IORING_OP_SPLICE always runs
+//! The exception is splicing ([`Splice`]): IORING_OP_SPLICE always runs
 //! on an io-wq worker thread, where a blocking socket would hold the thread while it
 //! waits, so a socket is put in O_NONBLOCK mode when it first splices. Its recv and send
 //! then handle an EAGAIN from such a kernel themselves: they wait for readiness with

@@ -24,8 +24,8 @@
 //! 5. **Response.** 1xx heads are relayed (`100 Continue` to a client that asked) or
 //!    dropped; a 101 to an upgrade request turns the connection into a tunnel. The final
 //!    head is rewritten ([`http::write_response`]) and the body streamed with our
-//!    framing. A backend that fails before the first response byte is retried as
-//!    [`RetryPolicy`] allows, or answered with 502 (504 for a timeout); one that fails
+//!    framing. A backend that fails before the first response byte is retried as the
+//!    retry rules allow (README, "Retries"), or answered with 502 (504 for a timeout); one that fails
 //!    after it aborts the client connection, which never sees a second status line.
 //! 6. **Reuse.** The backend connection goes back to the pool only after a complete,
 //!    clean exchange: whole request sent, whole response read, no byte beyond it, and
@@ -90,7 +90,8 @@ impl HttpSettings {
     }
 }
 
-/// Counters of HTTP traffic on one pool, shared by its generations (in [`PoolStats`]).
+/// Counters of HTTP traffic on one pool, shared by its generations (in
+/// [`PoolStats`](super::PoolStats)).
 #[derive(Debug)]
 pub struct HttpStats {
     /// Requests whose head was accepted and sent towards this pool.
