@@ -104,6 +104,10 @@ struct Cli {
     /// (0: from the first byte).
     #[arg(long, value_name = "SIZE", default_value = "64KiB")]
     splice_after: String,
+    /// With --splice auto: the size asked of each pipe, e.g. "256KiB" (the kernel's
+    /// default where it refuses more).
+    #[arg(long, value_name = "SIZE", default_value = "256KiB")]
+    splice_pipe_size: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -130,14 +134,24 @@ enum SpliceChoice {
     Off,
 }
 
-/// The workers' splice settings from `--splice` and `--splice-after`.
+/// Largest `--splice-pipe-size`: far above any kernel's `fs.pipe-max-size` default.
+const PIPE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The workers' splice settings from `--splice`, `--splice-after` and
+/// `--splice-pipe-size`.
 fn splice_settings(cli: &Cli) -> anyhow::Result<Option<SpliceSettings>> {
     let after = gobalancer::config::parse_size(&cli.splice_after)
         .map_err(|e| anyhow::anyhow!("--splice-after {}: {e}", cli.splice_after))?;
+    let pipe_bytes = gobalancer::config::parse_size(&cli.splice_pipe_size)
+        .map_err(|e| anyhow::anyhow!("--splice-pipe-size {}: {e}", cli.splice_pipe_size))?;
+    if pipe_bytes > PIPE_BYTES_LIMIT {
+        anyhow::bail!("--splice-pipe-size {}: at most 64MiB", cli.splice_pipe_size);
+    }
     Ok(match cli.splice {
         SpliceChoice::Off => None,
         SpliceChoice::Auto => Some(SpliceSettings {
             after: after as u64,
+            pipe_bytes,
             ..SpliceSettings::default()
         }),
     })
@@ -397,8 +411,8 @@ fn splice_for(io: Io, splice: Option<SpliceSettings>) -> (Option<SpliceSettings>
     (
         Some(s),
         format!(
-            "after {} bytes, at most {} pipes per worker ({how})",
-            s.after, s.pipes_max
+            "after {} bytes, at most {} pipes of {} bytes per worker ({how})",
+            s.after, s.pipes_max, s.pipe_bytes
         ),
     )
 }

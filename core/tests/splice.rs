@@ -394,7 +394,11 @@ async fn backend_reset_mid_splice_resets_the_client<E: Env>(env: E) {
 /// other three copy, and every byte and count is still exact.
 async fn exhausted_pipe_pool_falls_back_to_copying<E: Env>(env: E) {
     {
-        let splice = SpliceSettings { after: 0, pipes_max: 1 };
+        let splice = SpliceSettings {
+            after: 0,
+            pipes_max: 1,
+            ..SpliceSettings::default()
+        };
         let (mut rig, listener) = rig(env.clone(), Some(splice)).await;
         let outcomes = serve(&rig, listener, 2);
         let sizes = [
@@ -512,7 +516,11 @@ async fn spliced_activity_keeps_the_connection_out_of_the_idle_timeout<E: Env>(e
 /// idle timeout; its pipes never held a byte nor an operation in flight, so they go
 /// back to the pool and serve the next connection, exact.
 async fn idle_spliced_connection_is_cut_and_its_clean_pipes_are_reused<E: Env>(env: E) {
-    let splice = SpliceSettings { after: 0, pipes_max: 2 };
+    let splice = SpliceSettings {
+        after: 0,
+        pipes_max: 2,
+        ..SpliceSettings::default()
+    };
     let (mut rig, listener) = rig_with(env.clone(), Some(splice), "timeouts: (idle: \"300ms\"),").await;
     let outcomes = serve(&rig, listener, 2);
     let idle = env.connect(rig.proxy_addr).await.expect("client connect");

@@ -290,6 +290,10 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
             let listener = env.listener_from_std(sock).expect("register proxy");
             let splice = (io == IoKind::EpollSplice).then_some(SpliceSettings {
                 after: 0,
+                pipe_bytes: std::env::var("BULK_PIPE")
+                    .ok()
+                    .and_then(|v| gobalancer::config::parse_size(&v).ok())
+                    .unwrap_or(SpliceSettings::PIPE_BYTES_DEFAULT),
                 ..SpliceSettings::default()
             });
             run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
@@ -300,6 +304,10 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
                 let listener = env.listener_from_std(sock).expect("register proxy");
                 let splice = (io == IoKind::UringSplice).then_some(SpliceSettings {
                     after: 0,
+                    pipe_bytes: std::env::var("BULK_PIPE")
+                        .ok()
+                        .and_then(|v| gobalancer::config::parse_size(&v).ok())
+                        .unwrap_or(SpliceSettings::PIPE_BYTES_DEFAULT),
                     ..SpliceSettings::default()
                 });
                 run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
