@@ -1011,3 +1011,50 @@ fn chunked_and_close_delimited_responses_are_reframed() {
     assert!(b.request_count() >= 4);
     p.assert_counters_return_to_zero();
 }
+
+/// RELIABILITY B8 / issue 7: a Content-Length response body is spliced (zero-copy) from
+/// its first byte after the head when the worker splices (threshold 0 here), on epoll
+/// and on io_uring: every byte arrives, none of what follows the body is taken from the
+/// backend, and the backend connection is reused for the next request.
+#[test]
+fn content_length_bodies_are_spliced_exactly_and_the_connection_is_reused() {
+    let mut kinds = vec![common::IoKind::EpollSplice];
+    if let Some(io) = common::uring_splice_or_skip("content_length_bodies_are_spliced (io_uring)") {
+        kinds.push(io);
+    }
+    for io in kinds {
+        let b = MockBackend::normal("a");
+        let p = common::start_proxy_on(io, &http_config(&[b.addr], ""));
+        let mut c = Client::connect(p.addr);
+        for (i, n) in [3_000_000usize, 70_000, 1, 0, 5_000_000].into_iter().enumerate() {
+            c.send(format!("GET /big/{n} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            let r = c.response();
+            assert_eq!(r.status, 200, "{io:?} request {i}");
+            assert_eq!(r.body.len(), n, "{io:?} request {i}");
+            assert!(r.body.iter().all(|&x| x == b'x'), "{io:?} request {i}");
+        }
+        c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response().body_text(), "a /after", "{io:?}");
+        drop(c);
+        assert_eq!(b.conn_count(), 1, "{io:?}: the backend connection was not reused");
+        p.assert_counters_return_to_zero();
+
+        // C4 while splicing: half the body, then a reset: the client gets the head and
+        // what came, then an abort; never a complete body or a second status line.
+        let cut = MockBackend::start("cut", Behavior::HalfBodyThenReset);
+        let p = common::start_proxy_on(io, &http_config(&[cut.addr], ""));
+        let mut c = Client::connect(p.addr);
+        c.send(b"GET /half HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (out, end) = c.finish(WAIT);
+        assert_ne!(end, RawEnd::Timeout, "{io:?}");
+        assert_eq!(
+            status_line_count(&out),
+            1,
+            "{io:?}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let body_start = find(&out, b"\r\n\r\n").expect("head") + 4;
+        assert!(out.len() - body_start < 100, "{io:?}: a complete body after a reset");
+        p.assert_counters_return_to_zero();
+    }
+}

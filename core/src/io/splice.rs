@@ -252,20 +252,26 @@ impl<'a> Splice<'a> {
     /// Moves bytes from the source into `pipe`, which must be empty, waiting until the
     /// source is readable. `Ok(0)`: the source sent FIN.
     pub async fn fill(&mut self, pipe: &mut Pipe) -> io::Result<usize> {
+        self.fill_at_most(pipe, usize::MAX).await
+    }
+
+    /// As [`Splice::fill`], moving at most `max` bytes (at least 1): a body of known
+    /// length is spliced without taking a byte of what follows it from the source.
+    pub async fn fill_at_most(&mut self, pipe: &mut Pipe, max: usize) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
-            if pipe.pending != 0 || pipe.in_flight {
+            if pipe.pending != 0 || pipe.in_flight || max == 0 {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "fill of a non-empty pipe"));
             }
             match &mut self.inner {
-                Inner::Tokio { src, .. } => tokio_fill(src, pipe).await,
+                Inner::Tokio { src, .. } => tokio_fill(src, pipe, max).await,
                 Inner::Uring {
                     ops,
                     poll_src,
                     poll_dst,
                     linked,
                 } => {
-                    let len = pipe.capacity;
+                    let len = pipe.capacity.min(max);
                     *linked = None;
                     loop {
                         if *poll_src || !ops.src_nonblocking() {
@@ -303,7 +309,7 @@ impl<'a> Splice<'a> {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = pipe;
+            let _ = (pipe, max);
             match self.inner.never {}
         }
     }
@@ -371,10 +377,10 @@ impl<'a> Splice<'a> {
 
 /// [`Splice::fill`] on the tokio backend: splice(2) when the socket is readable.
 #[cfg(target_os = "linux")]
-async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
+async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe, max: usize) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
-    let len = pipe.capacity;
+    let len = pipe.capacity.min(max);
     let pipe_w = pipe.write.as_raw_fd();
     loop {
         let res = src.try_io(Interest::READABLE, || {

@@ -44,7 +44,7 @@ use crate::config::{HttpConfig, Timeouts};
 use crate::http::{
     self, BodyKind, ChunkedDecoder, Forwarding, Limits, Reject, RequestHead, ResponseFraming, ResponseHead, Version,
 };
-use crate::io::{self, race, Either, Env, Instant, IoBuf, OwnedRead, OwnedWrite, Stream};
+use crate::io::{self, race, Either, Env, Instant, IoBuf, OwnedRead, OwnedWrite, Pipe, PipePool, Splice, Stream};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -1148,7 +1148,15 @@ async fn attempt_on<E: Env>(
     let body_end = {
         let activity = Cell::new(env.now());
         let relay = relay_body(
-            env, &mut br, &mut bbuf, &mut c.w, hb, resp.body, body_out, &limits, &activity,
+            env,
+            &mut br,
+            &mut bbuf,
+            &mut c.w,
+            hb,
+            (resp.body, body_out),
+            &limits,
+            &activity,
+            worker.splice(),
         );
         let watchdog = async {
             loop {
@@ -1420,7 +1428,9 @@ enum RelayEnd {
 /// Writes the response head `head` and streams the response body from the backend to
 /// the client: decoded from `body_in`'s framing and written in `body_out`'s. The head
 /// goes out with the first body bytes, in one write, and a buffer of plain payload is
-/// written as it is, without a copy.
+/// written as it is, without a copy. With `splice` (the worker's threshold and pipes),
+/// the rest of a Content-Length body forwarded as it is, once at least the threshold is
+/// left, is spliced: socket to pipe to socket, never more than the body's bytes.
 #[allow(clippy::too_many_arguments)]
 async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     env: &E,
@@ -1428,10 +1438,10 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     bbuf: &mut Option<IoBuf>,
     cw: &mut W,
     head: Vec<u8>,
-    body_in: BodyKind,
-    body_out: BodyKind,
+    (body_in, body_out): (BodyKind, BodyKind),
     limits: &Limits,
     activity: &Cell<Instant>,
+    splice: Option<(u64, &PipePool)>,
 ) -> RelayEnd {
     let chunk_out = body_out == BodyKind::Chunked;
     // Bytes to write before anything else: the head, then framing and copied payload.
@@ -1502,6 +1512,19 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
             return RelayEnd::Done;
         }
         if consumed == 0 || bbuf.as_ref().is_some_and(IoBuf::is_empty) {
+            if let (Some((after, pipes)), BodyKind::Length(_), false) = (splice, body_in, chunk_out) {
+                let drained = pending.is_empty() && bbuf.as_ref().is_some_and(IoBuf::is_empty);
+                if drained && remaining > 0 && remaining >= after {
+                    if let Some(sp) = br.splice_to(cw) {
+                        if let Some(mut pipe) = pipes.take() {
+                            let end = splice_body(env, sp, &mut pipe, remaining, activity).await;
+                            // Back to the pool only empty and with no splice in flight.
+                            pipes.give(pipe);
+                            return end;
+                        }
+                    }
+                }
+            }
             match read_into(br, bbuf).await {
                 Ok(0) if body_in == BodyKind::UntilClose => {
                     if chunk_out {
@@ -1518,6 +1541,34 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
             }
         }
     }
+}
+
+/// Splices the last `remaining` bytes of a Content-Length body through `pipe`, never
+/// taking more than that from the backend (so a pooled connection keeps what follows).
+async fn splice_body<E: Env>(
+    env: &E,
+    mut sp: Splice<'_>,
+    pipe: &mut Pipe,
+    mut remaining: u64,
+    activity: &Cell<Instant>,
+) -> RelayEnd {
+    while remaining > 0 {
+        let max = usize::try_from(remaining).unwrap_or(usize::MAX);
+        match sp.fill_at_most(pipe, max).await {
+            Ok(0) | Err(_) => return RelayEnd::BackendFailed,
+            Ok(_) => activity.set(env.now()),
+        }
+        while pipe.pending() > 0 {
+            match sp.flush(pipe).await {
+                Ok(n) => {
+                    remaining = remaining.saturating_sub(n as u64);
+                    activity.set(env.now());
+                }
+                Err(_) => return RelayEnd::ClientFailed,
+            }
+        }
+    }
+    RelayEnd::Done
 }
 
 /// Runs an upgraded connection as a tunnel: bytes both ways, FIN passed on, closed after
