@@ -1268,6 +1268,78 @@ async fn head_phase(
     .await
 }
 
+/// Takes a body apart from its incoming framing and puts it back in ours: the one step
+/// shared by the request upload and the response relay.
+struct Reframe {
+    /// The chunked decoder when the body comes chunked.
+    dec: Option<Box<ChunkedDecoder>>,
+    /// Bytes left of a Content-Length body (`u64::MAX` for the other kinds).
+    remaining: u64,
+    /// The body ends when the sender closes.
+    until_close: bool,
+    /// Write the payload chunked.
+    chunk_out: bool,
+}
+
+/// One [`Reframe::decode`] step: input used, payload found in it, body complete.
+struct Reframed {
+    consumed: usize,
+    data: std::ops::Range<usize>,
+    done: bool,
+}
+
+impl Reframe {
+    fn new(body_in: BodyKind, chunk_out: bool, limits: &Limits) -> Reframe {
+        Reframe {
+            dec: (body_in == BodyKind::Chunked).then(|| Box::new(ChunkedDecoder::new(limits))),
+            remaining: match body_in {
+                BodyKind::None => 0,
+                BodyKind::Length(n) => n,
+                _ => u64::MAX,
+            },
+            until_close: body_in == BodyKind::UntilClose,
+            chunk_out,
+        }
+    }
+
+    /// Decodes from `input`: at most one run of payload per step.
+    fn decode(&mut self, input: &[u8]) -> Result<Reframed, Reject> {
+        match self.dec.as_mut() {
+            Some(d) => d.decode(input).map(|step| Reframed {
+                consumed: step.consumed,
+                data: step.data,
+                done: step.done,
+            }),
+            None => {
+                let n = (input.len() as u64).min(self.remaining) as usize;
+                self.remaining -= n as u64;
+                Ok(Reframed {
+                    consumed: n,
+                    data: 0..n,
+                    done: !self.until_close && self.remaining == 0,
+                })
+            }
+        }
+    }
+
+    /// Appends `payload` in our framing, and the last chunk (with the trailers read) when
+    /// `done`.
+    fn frame(&self, payload: &[u8], done: bool, out: &mut Vec<u8>) {
+        if !payload.is_empty() {
+            if self.chunk_out {
+                http::encode_chunk_header(payload.len(), out);
+                out.extend_from_slice(payload);
+                out.extend_from_slice(http::CHUNK_DATA_END);
+            } else {
+                out.extend_from_slice(payload);
+            }
+        }
+        if done && self.chunk_out {
+            http::encode_last_chunk(self.dec.as_ref().map_or(&[][..], |d| d.trailers()), out);
+        }
+    }
+}
+
 /// Streams the rest of the request body from the client to the backend, with our
 /// framing. Each byte moved pushes `deadline` to `timeouts.idle` from now, never past
 /// `body_deadline`. What is written is appended to `replay` while it fits
@@ -1286,51 +1358,36 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     let idle = s.timeouts.idle;
     // Each byte moves the watchdog to `idle` from now, never past the body's deadline.
     let push = |now: Instant| deadline.set((now + idle).min(body_deadline));
-    let (mut remaining, mut dec) = match upload {
+    let mut rf = match upload {
         Upload::Done => return UpEnd::Done,
-        Upload::Length { remaining } => (remaining, None),
-        Upload::Chunked(dec) => (u64::MAX, Some(dec)),
+        Upload::Length { remaining } => Reframe::new(BodyKind::Length(remaining), false, &s.limits()),
+        Upload::Chunked(dec) => Reframe {
+            dec: Some(dec),
+            remaining: u64::MAX,
+            until_close: false,
+            chunk_out: true,
+        },
     };
     let mut total = 0u64;
     // Payload and our framing, written once per buffer read.
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        if dec.is_none() && remaining == 0 {
+        if rf.dec.is_none() && rf.remaining == 0 {
             return UpEnd::Done;
         }
         let Some(inb) = cbuf.as_mut() else {
             return UpEnd::Client(400);
         };
-        let (consumed, data, done) = match dec.as_mut() {
-            Some(d) => match d.decode(inb.bytes()) {
-                Ok(step) => (step.consumed, step.data, step.done),
-                Err(r) => return UpEnd::Client(r.status),
-            },
-            None => {
-                let n = (inb.len() as u64).min(remaining) as usize;
-                remaining -= n as u64;
-                (n, 0..n, remaining == 0)
-            }
+        let Reframed { consumed, data, done } = match rf.decode(inb.bytes()) {
+            Ok(step) => step,
+            Err(r) => return UpEnd::Client(r.status),
         };
         let payload = inb.bytes().get(data).unwrap_or(&[]);
         total += payload.len() as u64;
         if total > s.http.body_bytes_max {
             return UpEnd::Client(413);
         }
-        if !payload.is_empty() {
-            if dec.is_some() {
-                http::encode_chunk_header(payload.len(), &mut pending);
-                pending.extend_from_slice(payload);
-                pending.extend_from_slice(http::CHUNK_DATA_END);
-            } else {
-                pending.extend_from_slice(payload);
-            }
-        }
-        if done {
-            if let Some(d) = dec.as_ref() {
-                http::encode_last_chunk(d.trailers(), &mut pending);
-            }
-        }
+        rf.frame(payload, done, &mut pending);
         inb.consume(consumed);
         // Many small chunks in one read go out in one write.
         let read_next = consumed == 0 || inb.is_empty();
@@ -1446,33 +1503,13 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     let chunk_out = body_out == BodyKind::Chunked;
     // Bytes to write before anything else: the head, then framing and copied payload.
     let mut pending = head;
-    let mut remaining = match body_in {
-        BodyKind::None => 0,
-        BodyKind::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut dec = match body_in {
-        BodyKind::Chunked => Some(ChunkedDecoder::new(limits)),
-        _ => None,
-    };
+    let mut rf = Reframe::new(body_in, chunk_out, limits);
     loop {
         let Some(inb) = bbuf.as_mut() else {
             return RelayEnd::BackendFailed;
         };
-        let (consumed, data, done) = match dec.as_mut() {
-            Some(d) => match d.decode(inb.bytes()) {
-                Ok(step) => (step.consumed, step.data, step.done),
-                Err(_) => return RelayEnd::BackendFailed,
-            },
-            None => {
-                let n = (inb.len() as u64).min(remaining) as usize;
-                remaining -= n as u64;
-                let done = match body_in {
-                    BodyKind::UntilClose => false,
-                    _ => remaining == 0,
-                };
-                (n, 0..n, done)
-            }
+        let Ok(Reframed { consumed, data, done }) = rf.decode(inb.bytes()) else {
+            return RelayEnd::BackendFailed;
         };
         let whole = data.start == 0 && data.end == inb.len() && consumed == inb.len();
         if pending.is_empty() && !chunk_out && whole && consumed > 0 {
@@ -1482,19 +1519,7 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
             }
             activity.set(env.now());
         } else {
-            let payload = inb.bytes().get(data).unwrap_or(&[]);
-            if !payload.is_empty() {
-                if chunk_out {
-                    http::encode_chunk_header(payload.len(), &mut pending);
-                    pending.extend_from_slice(payload);
-                    pending.extend_from_slice(http::CHUNK_DATA_END);
-                } else {
-                    pending.extend_from_slice(payload);
-                }
-            }
-            if done && chunk_out {
-                http::encode_last_chunk(dec.as_ref().map_or(&[][..], |d| d.trailers()), &mut pending);
-            }
+            rf.frame(inb.bytes().get(data).unwrap_or(&[]), done, &mut pending);
             inb.consume(consumed);
             // Many small chunks in one read go out in one write.
             let read_next = consumed == 0 || inb.is_empty();
@@ -1514,10 +1539,10 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
         if consumed == 0 || bbuf.as_ref().is_some_and(IoBuf::is_empty) {
             if let (Some((after, pipes)), BodyKind::Length(_), false) = (splice, body_in, chunk_out) {
                 let drained = pending.is_empty() && bbuf.as_ref().is_some_and(IoBuf::is_empty);
-                if drained && remaining > 0 && remaining >= after {
+                if drained && rf.remaining > 0 && rf.remaining >= after {
                     if let Some(sp) = br.splice_to(cw) {
                         if let Some(mut pipe) = pipes.take() {
-                            let end = splice_body(env, sp, &mut pipe, remaining, activity).await;
+                            let end = splice_body(env, sp, &mut pipe, rf.remaining, activity).await;
                             // Back to the pool only empty and with no splice in flight.
                             pipes.give(pipe);
                             return end;
@@ -1526,10 +1551,10 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
                 }
             }
             match read_into(br, bbuf).await {
-                Ok(0) if body_in == BodyKind::UntilClose => {
+                Ok(0) if rf.until_close => {
                     if chunk_out {
                         let mut last = Vec::new();
-                        http::encode_last_chunk(&[], &mut last);
+                        rf.frame(&[], true, &mut last);
                         if write_bytes(cw, last).await.is_err() {
                             return RelayEnd::ClientFailed;
                         }

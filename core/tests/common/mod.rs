@@ -187,22 +187,26 @@ pub fn uring_available() -> Result<(), String> {
     return Err("io_uring exists on Linux only".to_string());
 }
 
+/// Reports `test` skipped because `what` is unavailable here, and returns None; panics
+/// instead when [`REQUIRE_URING`] is set.
+fn skip(test: &str, what: &str, reason: &str) -> Option<IoKind> {
+    assert!(
+        std::env::var_os(REQUIRE_URING).is_none(),
+        "{test}: {what} is unavailable but {REQUIRE_URING} is set: {reason}"
+    );
+    // Straight to the process's stderr: `eprintln!` is captured by the test harness and
+    // shown only for failures, and a skip must be seen.
+    let _ = writeln!(io::stderr(), "SKIPPED {test} ({what}): {reason}");
+    None
+}
+
 /// `Some(IoKind::Uring)` where io_uring works (the same probe as `--io auto`); elsewhere
 /// prints `SKIPPED <test> (io_uring): <reason>` and returns None, or panics if
 /// [`REQUIRE_URING`] is set.
 pub fn uring_or_skip(test: &str) -> Option<IoKind> {
     match uring_available() {
         Ok(()) => Some(IoKind::Uring),
-        Err(reason) => {
-            assert!(
-                std::env::var_os(REQUIRE_URING).is_none(),
-                "{test}: io_uring is unavailable but {REQUIRE_URING} is set: {reason}"
-            );
-            // Straight to the process's stderr: `eprintln!` is captured by the test harness
-            // and shown only for failures, and a skip must be seen.
-            let _ = writeln!(io::stderr(), "SKIPPED {test} (io_uring): {reason}");
-            None
-        }
+        Err(reason) => skip(test, "io_uring", &reason),
     }
 }
 
@@ -217,14 +221,7 @@ pub fn uring_splice_or_skip(test: &str) -> Option<IoKind> {
     let splice: Result<(), String> = Err("splice exists on Linux only".to_string());
     match splice {
         Ok(()) => Some(IoKind::UringSplice),
-        Err(reason) => {
-            assert!(
-                std::env::var_os(REQUIRE_URING).is_none(),
-                "{test}: io_uring cannot splice but {REQUIRE_URING} is set: {reason}"
-            );
-            let _ = writeln!(io::stderr(), "SKIPPED {test} (io_uring splice): {reason}");
-            None
-        }
+        Err(reason) => skip(test, "io_uring splice", &reason),
     }
 }
 
