@@ -118,9 +118,21 @@ pub trait OwnedRead: 'static {
     /// connection the backend closed, or on which it sent bytes nobody asked for, is
     /// not reused (HAProxy watches idle connections the same way). `false` (the
     /// default) where a backend cannot tell; the simulation's streams say `false`.
-    fn input_pending(&self) -> bool {
+    ///
+    /// Cheap when it can be: the tokio backend answers from the reactor's readiness
+    /// (no system call unless the reactor saw the socket become readable since the
+    /// last read drained it), the io_uring backend from the watch that
+    /// [`watch_input`](OwnedRead::watch_input) armed; otherwise a one-byte `MSG_PEEK`.
+    fn input_pending(&mut self) -> bool {
         false
     }
+
+    /// Starts watching for input while the stream sits idle, so that a later
+    /// [`input_pending`](OwnedRead::input_pending) can answer without a system call.
+    /// The HTTP proxy calls it when a backend connection goes into the pool. The next
+    /// read (or splice) ends the watch. A no-op by default, and on the tokio backend,
+    /// whose reactor watches every socket anyway; the io_uring backend arms a poll.
+    fn watch_input(&mut self) {}
 }
 
 /// [`OwnedRead::input_pending`] for a non-blocking or blocking socket: a one-byte

@@ -191,8 +191,21 @@ impl OwnedRead for TokioReadHalf {
         read_into(&mut self.inner, buf).await
     }
 
-    fn input_pending(&self) -> bool {
-        super::socket_input_pending(SockRef::from(self.inner.as_ref()))
+    fn input_pending(&mut self) -> bool {
+        // The reactor's readiness first: mio's epoll (kqueue) registration is
+        // edge-triggered, and tokio clears a socket's read readiness once a read came
+        // back short or with EAGAIN, so readiness still clear means nothing arrived since
+        // the last read drained the socket, and `try_io` says WouldBlock without a system
+        // call. Set, it runs the peek, and a peek that says WouldBlock clears it again.
+        let stream: &tokio::net::TcpStream = self.inner.as_ref();
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            if super::socket_input_pending(SockRef::from(stream)) {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        });
+        peeked.is_ok()
     }
 
     #[cfg(target_os = "linux")]

@@ -1395,6 +1395,7 @@ impl Stream for UringStream {
     fn into_split(self) -> (UringReadHalf, UringWriteHalf) {
         (
             UringReadHalf {
+                watch: None,
                 sock: self.sock.clone(),
             },
             UringWriteHalf { sock: self.sock },
@@ -1412,19 +1413,53 @@ impl Stream for UringStream {
 
 /// Reading half of a [`UringStream`]; the socket closes when both halves are gone.
 pub struct UringReadHalf {
+    /// The poll that [`OwnedRead::watch_input`] armed on an idle connection, until the
+    /// next read, splice or check ends it. Declared before `sock`, so that on drop its
+    /// cancel is queued ahead of the socket's close: a poll in flight holds the socket's
+    /// file, and the close alone would not end the connection until the poll did.
+    watch: Option<Op>,
     sock: Rc<SockFd>,
 }
 
 impl OwnedRead for UringReadHalf {
     async fn read(&mut self, buf: IoBuf) -> BufResult<usize> {
+        self.watch = None;
         recv(&self.sock, buf).await
     }
 
-    fn input_pending(&self) -> bool {
-        super::socket_input_pending(self.sock.socket_ref())
+    fn input_pending(&mut self) -> bool {
+        let Some(op) = self.watch.as_mut() else {
+            return super::socket_input_pending(self.sock.socket_ref());
+        };
+        // The watch's completion, if the driver has drained it: the socket became
+        // readable (bytes, FIN, reset) while it sat idle. Polled with a waker that does
+        // nothing, since nobody waits on it; still pending means nothing arrived yet,
+        // and the watch stays armed.
+        match Pin::new(op).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(_) => {
+                self.watch = None;
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn watch_input(&mut self) {
+        if self.watch.is_some() {
+            return;
+        }
+        // One-shot POLL_ADD: completes on the first byte, the FIN (POLLIN, POLLRDHUP) or
+        // an error (always reported). One submission entry, no system call of its own:
+        // it goes in with the ring's next submit. Where the ring is full the watch is
+        // not armed and `input_pending` peeks instead.
+        let events = u32::from((libc::POLLIN | libc::POLLRDHUP).cast_unsigned());
+        let entry = opcode::PollAdd::new(self.sock.target(), events).build();
+        // SAFETY: a poll carries no pointer, and the kernel takes its file at submission.
+        self.watch = unsafe { self.sock.driver.start(entry, Held::Nothing) }.ok();
     }
 
     fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
+        self.watch = None;
         splice_between(&self.sock, dst)
     }
 }

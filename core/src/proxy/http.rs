@@ -216,7 +216,7 @@ impl<E: Env> Upstreams<E> {
 
     /// Pops the most recent usable connection of `list`, dropping unusable ones.
     fn take_usable(list: &mut Vec<Pooled<E>>, now: Instant, max_idle: Duration) -> Option<(Rd<E>, Wr<E>)> {
-        while let Some(p) = list.pop() {
+        while let Some(mut p) = list.pop() {
             // A connection on which the backend closed, reset or sent unasked-for bytes
             // while it was idle is dropped: those bytes must never be read as the next
             // request's response.
@@ -228,11 +228,15 @@ impl<E: Env> Upstreams<E> {
         None
     }
 
-    /// Keeps a connection for reuse, unless `max` are already kept for `addr`.
-    fn checkin(&self, addr: SocketAddr, conn: Pooled<E>, max: usize) {
+    /// Keeps a connection for reuse, unless `max` are already kept for `addr`. Its
+    /// input is watched while it waits, so that the checks before reuse and in the
+    /// sweep need no system call where the I/O backend can tell (see
+    /// [`OwnedRead::watch_input`]).
+    fn checkin(&self, addr: SocketAddr, mut conn: Pooled<E>, max: usize) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < max {
+            conn.r.watch_input();
             list.push(conn);
             self.recount(0, 1);
         }
@@ -244,7 +248,7 @@ impl<E: Env> Upstreams<E> {
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
             let before = list.len();
-            list.retain(|p| {
+            list.retain_mut(|p| {
                 now.saturating_duration_since(p.since) < max_idle
                     && p.drain.deadline().is_none()
                     && !p.r.input_pending()
