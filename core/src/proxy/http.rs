@@ -106,6 +106,9 @@ pub struct HttpStats {
     pub errors_total: std::sync::atomic::AtomicU64,
     /// Client connections aborted after a response head went out.
     pub aborted_total: std::sync::atomic::AtomicU64,
+    /// Bodies, requests' and responses' together, whose rest moved by splice (zero-copy)
+    /// rather than through a buffer.
+    pub spliced_bodies_total: std::sync::atomic::AtomicU64,
     /// The retry budget, in thousandths of a retry.
     retry_tokens: AtomicI64,
 }
@@ -119,6 +122,7 @@ impl Default for HttpStats {
             pool_misses_total: Default::default(),
             errors_total: Default::default(),
             aborted_total: Default::default(),
+            spliced_bodies_total: Default::default(),
             retry_tokens: AtomicI64::new(RETRY_TOKENS_MIN),
         }
     }
@@ -960,6 +964,11 @@ async fn attempt_on<E: Env>(
         };
     };
     let limits = s.limits();
+    let splice = worker.splice().map(|(after, pipes)| BodySplice {
+        after,
+        pipes,
+        spliced: &pool.stats.http.spliced_bodies_total,
+    });
     // 1. The head (and buffered body). A streamed request is copied as it goes, while it
     // fits in `REPLAY_BYTES_MAX`: whole, it can be sent again like a buffered one.
     let mut replay: Option<Vec<u8>> = None;
@@ -1000,6 +1009,7 @@ async fn attempt_on<E: Env>(
             s,
             (&deadline, body_deadline),
             &mut replay,
+            splice,
         );
         let down = read_response_head(worker, &mut br, &mut bbuf, &mut c.w, head, &limits);
         let watchdog = async {
@@ -1160,7 +1170,7 @@ async fn attempt_on<E: Env>(
             (resp.body, body_out),
             &limits,
             &activity,
-            worker.splice(),
+            splice,
         );
         let watchdog = async {
             loop {
@@ -1348,6 +1358,12 @@ impl Reframe {
 /// framing. Each byte moved pushes `deadline` to `timeouts.idle` from now, never past
 /// `body_deadline`. What is written is appended to `replay` while it fits
 /// [`REPLAY_BYTES_MAX`]; past that, `replay` becomes `None`.
+///
+/// With `splice` (the worker's threshold and pipes), the rest of a Content-Length body,
+/// once the buffer is drained and at least the threshold is left, is spliced: client
+/// socket to pipe to backend socket, never more than the body's bytes (what follows is
+/// the client's next request). Only a body the replay copy could not hold anyway is
+/// spliced, so that splicing never costs a request its retry.
 #[allow(clippy::too_many_arguments)]
 async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     env: &E,
@@ -1358,6 +1374,7 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     s: &HttpSettings,
     (deadline, body_deadline): (&Cell<Instant>, Instant),
     replay: &mut Option<Vec<u8>>,
+    splice: Option<BodySplice<'_>>,
 ) -> UpEnd {
     let idle = s.timeouts.idle;
     // Each byte moves the watchdog to `idle` from now, never past the body's deadline.
@@ -1412,6 +1429,29 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
             return UpEnd::Done;
         }
         if consumed == 0 || cbuf.as_ref().is_some_and(IoBuf::is_empty) {
+            if let Some(BodySplice { after, pipes, spliced }) = splice {
+                let drained = pending.is_empty() && cbuf.as_ref().is_some_and(IoBuf::is_empty);
+                let too_big_to_replay = replay
+                    .as_ref()
+                    .is_none_or(|r| (r.len() as u64).saturating_add(rf.remaining) > REPLAY_BYTES_MAX as u64);
+                if rf.dec.is_none() && !rf.until_close && drained && too_big_to_replay && rf.remaining >= after.max(1) {
+                    if let Some(sp) = cr.splice_to(bw) {
+                        if let Some(mut pipe) = pipes.take() {
+                            *replay = None;
+                            spliced.fetch_add(1, Ordering::Relaxed);
+                            let end = splice_body(sp, &mut pipe, rf.remaining, || push(env.now())).await;
+                            // Back to the pool only empty and with no splice in flight.
+                            pipes.give(pipe);
+                            return match end {
+                                SpliceEnd::Done => UpEnd::Done,
+                                // The client closed or failed before the body's end.
+                                SpliceEnd::SourceFailed => UpEnd::Client(400),
+                                SpliceEnd::SinkFailed => UpEnd::BackendFailed,
+                            };
+                        }
+                    }
+                }
+            }
             match read_into(cr, cbuf).await {
                 Ok(0) | Err(_) => return UpEnd::Client(400),
                 Ok(_) => push(env.now()),
@@ -1502,7 +1542,7 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     (body_in, body_out): (BodyKind, BodyKind),
     limits: &Limits,
     activity: &Cell<Instant>,
-    splice: Option<(u64, &PipePool)>,
+    splice: Option<BodySplice<'_>>,
 ) -> RelayEnd {
     let chunk_out = body_out == BodyKind::Chunked;
     // Bytes to write before anything else: the head, then framing and copied payload.
@@ -1541,15 +1581,22 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
             return RelayEnd::Done;
         }
         if consumed == 0 || bbuf.as_ref().is_some_and(IoBuf::is_empty) {
-            if let (Some((after, pipes)), BodyKind::Length(_), false) = (splice, body_in, chunk_out) {
+            if let (Some(BodySplice { after, pipes, spliced }), BodyKind::Length(_), false) =
+                (splice, body_in, chunk_out)
+            {
                 let drained = pending.is_empty() && bbuf.as_ref().is_some_and(IoBuf::is_empty);
                 if drained && rf.remaining > 0 && rf.remaining >= after {
                     if let Some(sp) = br.splice_to(cw) {
                         if let Some(mut pipe) = pipes.take() {
-                            let end = splice_body(env, sp, &mut pipe, rf.remaining, activity).await;
+                            spliced.fetch_add(1, Ordering::Relaxed);
+                            let end = splice_body(sp, &mut pipe, rf.remaining, || activity.set(env.now())).await;
                             // Back to the pool only empty and with no splice in flight.
                             pipes.give(pipe);
-                            return end;
+                            return match end {
+                                SpliceEnd::Done => RelayEnd::Done,
+                                SpliceEnd::SourceFailed => RelayEnd::BackendFailed,
+                                SpliceEnd::SinkFailed => RelayEnd::ClientFailed,
+                            };
                         }
                     }
                 }
@@ -1572,32 +1619,47 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     }
 }
 
+/// What a body needs to splice: the worker's threshold and pipes (see
+/// [`Worker::splice`]), and the pool's count of spliced bodies.
+#[derive(Clone, Copy)]
+struct BodySplice<'a> {
+    after: u64,
+    pipes: &'a PipePool,
+    spliced: &'a std::sync::atomic::AtomicU64,
+}
+
+/// How splicing the rest of a body ended.
+enum SpliceEnd {
+    Done,
+    /// The sender closed before the body's end, or reading from it failed.
+    SourceFailed,
+    /// Writing to the receiver failed.
+    SinkFailed,
+}
+
 /// Splices the last `remaining` bytes of a Content-Length body through `pipe`, never
-/// taking more than that from the backend (so a pooled connection keeps what follows).
-async fn splice_body<E: Env>(
-    env: &E,
-    mut sp: Splice<'_>,
-    pipe: &mut Pipe,
-    mut remaining: u64,
-    activity: &Cell<Instant>,
-) -> RelayEnd {
+/// taking more than that from the sender (so that what follows stays in its socket: the
+/// backend's next response on a pooled connection, the client's next request), calling
+/// `progress` whenever bytes move. Used both ways: a response body from the backend,
+/// a request body from the client.
+async fn splice_body(mut sp: Splice<'_>, pipe: &mut Pipe, mut remaining: u64, progress: impl Fn()) -> SpliceEnd {
     while remaining > 0 {
         let max = usize::try_from(remaining).unwrap_or(usize::MAX);
         match sp.fill_at_most(pipe, max).await {
-            Ok(0) | Err(_) => return RelayEnd::BackendFailed,
-            Ok(_) => activity.set(env.now()),
+            Ok(0) | Err(_) => return SpliceEnd::SourceFailed,
+            Ok(_) => progress(),
         }
         while pipe.pending() > 0 {
             match sp.flush(pipe).await {
                 Ok(n) => {
                     remaining = remaining.saturating_sub(n as u64);
-                    activity.set(env.now());
+                    progress();
                 }
-                Err(_) => return RelayEnd::ClientFailed,
+                Err(_) => return SpliceEnd::SinkFailed,
             }
         }
     }
-    RelayEnd::Done
+    SpliceEnd::Done
 }
 
 /// Runs an upgraded connection as a tunnel: bytes both ways, FIN passed on, closed after
