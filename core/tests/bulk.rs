@@ -5,8 +5,11 @@
 //! rounds; prints the medians and the ratios to direct.
 //!
 //! `cargo test --release -p gobalancer --test bulk -- --ignored --nocapture`, with
-//! `BULK_BYTES` (1073741824), `BULK_ROUNDS` (5) and `BULK_BUFFER` (the proxy's
-//! `buffer_size`, "16KiB").
+//! `BULK_BYTES` (1073741824), `BULK_ROUNDS` (5), `BULK_BUFFER` (the proxy's
+//! `buffer_size`, "16KiB") and `BULK_MODE`: `tcp` (the default: L4 proxies, the bytes
+//! then a half-close) or `http` (L7 proxies: the bytes as the body of one POST with a
+//! Content-Length, answered by the sink with the count; with splice on, the body is
+//! spliced from the client to the backend).
 // Clients and the sink run on plain threads and time themselves with the real clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -46,6 +49,85 @@ fn start_sink() -> SocketAddr {
     addr
 }
 
+/// An HTTP sink on a loopback port: per connection, one request with a Content-Length
+/// body, read whole and answered with the count of body bytes (8 bytes, little endian,
+/// as the response's body); then the connection closes.
+fn start_http_sink() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; CHUNK];
+                let mut head = Vec::new();
+                // The head, then what came after it is the start of the body.
+                let (len, mut n) = loop {
+                    let Ok(k) = s.read(&mut buf) else { return };
+                    if k == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..k]);
+                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+                        let Some(len) = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                        else {
+                            return;
+                        };
+                        break (len, (head.len() - end - 4) as u64);
+                    }
+                };
+                while n < len {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k as u64,
+                    }
+                }
+                let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n".to_vec();
+                resp.extend_from_slice(&n.to_le_bytes());
+                let _ = s.write_all(&resp);
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `bytes` as the body of one POST to `addr` and waits for the sink's count;
+/// seconds taken.
+fn transfer_http(addr: SocketAddr, bytes: u64) -> f64 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
+    s.set_write_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
+    let buf = vec![0x5a_u8; CHUNK];
+    let start = Instant::now();
+    let head = format!("POST /bulk HTTP/1.1\r\nHost: sink\r\nConnection: close\r\nContent-Length: {bytes}\r\n\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..k]).expect("write");
+        left -= k as u64;
+    }
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("the response");
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        resp.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+    let count = resp.get(resp.len().saturating_sub(8)..).expect("count");
+    assert_eq!(
+        u64::from_le_bytes(count.try_into().expect("8 bytes")),
+        bytes,
+        "the sink got another count"
+    );
+    secs
+}
+
 /// Sends `bytes` to `addr`, half-closes and waits for the sink's count; seconds taken.
 fn transfer(addr: SocketAddr, bytes: u64) -> f64 {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -82,8 +164,20 @@ fn bulk_transfer_splice_on_off_and_direct() {
     let bytes: u64 = env_or("BULK_BYTES", 1 << 30);
     let rounds: usize = env_or("BULK_ROUNDS", 5);
     let buffer: String = env_or("BULK_BUFFER", "16KiB".to_string());
-    let sink = start_sink();
-    let cfg = config("round-robin", &[(sink, 1)], &format!("buffer_size: \"{buffer}\","));
+    let http = match env_or("BULK_MODE", "tcp".to_string()).as_str() {
+        "tcp" => false,
+        "http" => true,
+        other => panic!("BULK_MODE must be tcp or http, not {other:?}"),
+    };
+    let extra = format!("buffer_size: \"{buffer}\",");
+    let (sink, cfg) = if http {
+        let sink = start_http_sink();
+        (sink, http::http_config(&[sink], &extra))
+    } else {
+        let sink = start_sink();
+        (sink, config("round-robin", &[(sink, 1)], &extra))
+    };
+    let transfer = if http { transfer_http } else { transfer };
     let on = start_proxy_on(IoKind::EpollSplice, &cfg);
     let off = start_proxy_on(IoKind::Epoll, &cfg);
     let mut runs = vec![
@@ -117,7 +211,8 @@ fn bulk_transfer_splice_on_off_and_direct() {
         .iter_mut()
         .map(|v| bytes as f64 / median(v) / f64::from(1 << 30))
         .collect();
-    println!("medians of {rounds} rounds, {bytes} bytes, buffer_size {buffer}:");
+    let mode = if http { "L7 POST body" } else { "L4" };
+    println!("{mode}: medians of {rounds} rounds, {bytes} bytes, buffer_size {buffer}:");
     for ((name, _), g) in runs.iter().zip(&gibps) {
         println!("{name:<19} {g:.2} GiB/s, {:.3} of direct", g / gibps[0]);
     }
