@@ -280,21 +280,29 @@ fn rejection_table() -> Vec<Row> {
 fn a_rejected_requests_never_reach_the_backend() {
     let (b, p) = one_backend("");
     let mut failures = Vec::new();
-    let table = rejection_table();
-    let streamed = table.iter().filter(|r| !r.fwd_zero).count() as u64;
-    for r in table {
+    for r in rejection_table() {
+        if !r.fwd_zero {
+            // A streamed row's head may reach a backend, and may arrive there late (after
+            // this loop moved on, on a busy machine): it gets a backend and proxy of its
+            // own, so that its bytes are never counted against the next row.
+            let (sb, sp) = one_backend("");
+            if let Err(e) = check_refused(&sp, &r.bytes, r.status) {
+                failures.push(format!("{}: {e}", r.id));
+            }
+            sp.assert_counters_return_to_zero();
+            if sb.request_count() != 0 {
+                failures.push(format!("{}: a complete request reached the backend", r.id));
+            }
+            continue;
+        }
         let before = b.bytes_received();
-        let reqs_before = b.request_count();
         if let Err(e) = check_refused(&p, &r.bytes, r.status) {
             failures.push(format!("{}: {e}", r.id));
         }
         std::thread::sleep(Duration::from_millis(5));
         let after = b.bytes_received();
-        if r.fwd_zero && after != before {
+        if after != before {
             failures.push(format!("{}: the backend received {} bytes", r.id, after - before));
-        }
-        if b.request_count() != reqs_before {
-            failures.push(format!("{}: a complete request reached the backend", r.id));
         }
     }
     assert!(
@@ -304,9 +312,9 @@ fn a_rejected_requests_never_reach_the_backend() {
         failures.join("\n")
     );
     assert_eq!(b.request_count(), 0, "no request reached the backend");
+    assert_eq!(b.conn_count(), 0, "not even a connection");
     let stats = &p.current().pools[0].stats.http;
-    // Only a streamed body's request was accepted far enough to count.
-    assert!(stats.requests_total.load(Ordering::Relaxed) <= streamed);
+    assert_eq!(stats.requests_total.load(Ordering::Relaxed), 0);
     // The proxy keeps serving.
     let mut c = Client::connect(p.addr);
     c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
