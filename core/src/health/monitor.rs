@@ -296,7 +296,9 @@ impl PoolMonitor {
             return;
         };
         if ok {
-            if !failing.swap(false, Ordering::AcqRel) {
+            // The common case, a success on a backend with no failure counted, is one
+            // plain load: no locked read-modify-write on a line every worker shares.
+            if !failing.load(Ordering::Acquire) || !failing.swap(false, Ordering::AcqRel) {
                 return;
             }
             let mut inner = self.lock();

@@ -653,7 +653,8 @@ async fn exchange<E: Env>(
             return Next::Refuse(413);
         }
     }
-    let body_deadline = env.now() + s.timeouts.request_body;
+    let start = env.now();
+    let body_deadline = start + s.timeouts.request_body;
     let Some(buf) = c.buf.as_mut() else {
         return Next::Abort;
     };
@@ -686,7 +687,12 @@ async fn exchange<E: Env>(
         // A pooled connection, then (once, if it turns out stale) a fresh one.
         let mut fresh_tried = false;
         loop {
-            let now = env.now();
+            // The first attempt runs at `start`: nothing awaited since.
+            let now = if candidates == 1 && !fresh_tried {
+                start
+            } else {
+                env.now()
+            };
             let pooled = if fresh_tried {
                 None
             } else {
@@ -1197,7 +1203,8 @@ async fn attempt_on<E: Env>(
     };
     match body_end {
         RelayEnd::Done => {
-            pool.health.report_connect(idx, true, "response", env.now());
+            let now = env.now();
+            pool.health.report_connect(idx, true, "response", now);
             let clean = bbuf.as_ref().is_some_and(IoBuf::is_empty);
             drop_buf(worker, &mut bbuf);
             if resp.keep_alive && request_done && clean && resp.body != BodyKind::UntilClose {
@@ -1206,7 +1213,7 @@ async fn attempt_on<E: Env>(
                     Pooled {
                         r: br,
                         w: bw,
-                        since: env.now(),
+                        since: now,
                         drain: target.drain.clone(),
                     },
                     s.http.pool_idle_max,
@@ -1568,7 +1575,11 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
             if write_slot(cw, bbuf).await.is_err() {
                 return RelayEnd::ClientFailed;
             }
-            activity.set(env.now());
+            // Activity matters only while there is more to move (the clock is read
+            // about six times per request: each read saved shows in a profile).
+            if !done {
+                activity.set(env.now());
+            }
         } else {
             rf.frame(inb.bytes().get(data).unwrap_or(&[]), done, &mut pending);
             inb.consume(consumed);
@@ -1581,7 +1592,9 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
                 }
                 pending = buf.into_vec();
                 pending.clear();
-                activity.set(env.now());
+                if !done {
+                    activity.set(env.now());
+                }
             }
         }
         if done {
