@@ -66,6 +66,9 @@ pub struct RequestHead {
     fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
+/// Bytes of one entry of a head's list of fields.
+const FIELD_ENTRY_BYTES: usize = std::mem::size_of::<(Range<usize>, Range<usize>)>();
+
 /// Where the forwarded target's bytes live.
 #[derive(Debug, Clone)]
 enum TargetRepr {
@@ -77,6 +80,29 @@ enum TargetRepr {
 }
 
 impl RequestHead {
+    /// Heap bytes the head holds (its copy of the head and its list of fields), kept
+    /// when it is parsed into again.
+    pub fn heap_bytes(&self) -> usize {
+        self.raw.capacity() + FIELD_ENTRY_BYTES * self.fields.capacity()
+    }
+
+    /// A head with nothing in it, to parse into with [`parse_request_into`].
+    pub fn empty() -> RequestHead {
+        RequestHead {
+            head_len: 0,
+            version: Version::H11,
+            body: BodyKind::None,
+            keep_alive: false,
+            expect_continue: false,
+            upgrade: None,
+            raw: Vec::new(),
+            method: 0..0,
+            target: TargetRepr::Raw(0..0),
+            authority: 0..0,
+            fields: Vec::new(),
+        }
+    }
+
     /// The method, as sent (methods are case-sensitive).
     pub fn method(&self) -> &[u8] {
         slice(&self.raw, &self.method)
@@ -159,6 +185,27 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// Heap bytes the head holds, as [`RequestHead::heap_bytes`].
+    pub fn heap_bytes(&self) -> usize {
+        self.raw.capacity() + FIELD_ENTRY_BYTES * self.fields.capacity()
+    }
+
+    /// A head with nothing in it, to parse into with [`parse_response_into`].
+    pub fn empty() -> ResponseHead {
+        ResponseHead {
+            head_len: 0,
+            status: 0,
+            version: Version::H11,
+            body: BodyKind::None,
+            keep_alive: false,
+            raw: Vec::new(),
+            reason: 0..0,
+            fields: Vec::new(),
+            upgrade: None,
+            content_length: None,
+        }
+    }
+
     /// The reason phrase (empty when the backend sent none, or one with obs-text).
     pub fn reason(&self) -> &[u8] {
         slice(&self.raw, &self.reason)
@@ -350,7 +397,18 @@ struct Scan<'b> {
 /// too.
 ///
 /// [`is_tchar`]: super::lex::is_tchar
-fn scan<'b>(head: &[u8], headers: &[httparse::Header<'b>], side: Side, reject: Reject) -> Result<Scan<'b>, Reject> {
+///
+/// The fields to forward go into `fields` (emptied first): the storage of a head parsed
+/// earlier, so that a keep-alive connection's heads need no new allocation.
+fn scan<'b>(
+    head: &[u8],
+    headers: &[httparse::Header<'b>],
+    side: Side,
+    reject: Reject,
+    mut fields: Vec<(Range<usize>, Range<usize>)>,
+) -> Result<Scan<'b>, Reject> {
+    fields.clear();
+    fields.reserve(headers.len());
     let mut s = Scan {
         host: None,
         host_count: 0,
@@ -364,7 +422,7 @@ fn scan<'b>(head: &[u8], headers: &[httparse::Header<'b>], side: Side, reject: R
         connection_names_other: false,
         first_upgrade: None,
         expect_continue: false,
-        fields: Vec::with_capacity(headers.len()),
+        fields,
     };
     for h in headers {
         let name = h.name.as_bytes();
@@ -503,6 +561,21 @@ fn tokenised(r: httparse::Result<usize>, malformed: Reject, too_many: Reject) ->
 /// [`Limits::headers_max`] fields; 501 a Transfer-Encoding that is a known coding other
 /// than `chunked`.
 pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> Result<Option<RequestHead>, Reject> {
+    let mut head = RequestHead::empty();
+    Ok(parse_request_into(buf, limits, underscores, &mut head)?.then_some(head))
+}
+
+/// [`parse_request`] into `out`, reusing its allocations (the copy of the head and the
+/// list of fields): `Ok(true)` when a whole head was parsed into `out`; `Ok(false)`
+/// when the head is not complete yet (`out` untouched). After an error `out` is an
+/// unspecified but valid head. The proxy keeps parsed heads per worker and parses the
+/// next request into one, so that a request costs no allocation for its head.
+pub fn parse_request_into(
+    buf: &[u8],
+    limits: &Limits,
+    underscores: Underscores,
+    out: &mut RequestHead,
+) -> Result<bool, Reject> {
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut heap = Vec::new();
     let slots = field_slots(&mut stack, &mut heap, limits.headers_max);
@@ -517,7 +590,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> R
         Tokenised::Complete(n) => n,
         Tokenised::Partial => {
             check_incomplete_request(buf, limits)?;
-            return Ok(None);
+            return Ok(false);
         }
     };
     let head = buf.get(..head_len).ok_or(malformed)?;
@@ -540,7 +613,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> R
     let method_range = range_in(head, method).ok_or(malformed)?;
     let target = parse_target(method, path)?;
     let headers: &[httparse::Header<'_>] = req.headers;
-    let s = scan(head, headers, Side::Request(underscores), malformed)?;
+    let s = scan(
+        head,
+        headers,
+        Side::Request(underscores),
+        malformed,
+        std::mem::take(&mut out.fields),
+    )?;
 
     let body = request_body(&s, version)?;
 
@@ -585,20 +664,24 @@ pub fn parse_request(buf: &[u8], limits: &Limits, underscores: Underscores) -> R
     };
     let expect_continue = s.expect_continue;
     let fields = s.fields;
+    let mut raw = std::mem::take(&mut out.raw);
+    raw.clear();
+    raw.extend_from_slice(head);
 
-    Ok(Some(RequestHead {
+    *out = RequestHead {
         head_len,
         version,
         body,
         keep_alive,
         expect_continue,
         upgrade,
-        raw: head.to_vec(),
+        raw,
         method: method_range,
         target,
         authority,
         fields,
-    }))
+    };
+    Ok(true)
 }
 
 /// An incomplete request head is refused early once it can no longer fit: 414 when the
@@ -743,6 +826,18 @@ fn is_protocol(e: &[u8]) -> bool {
 /// we cannot decode gzip and will not forward a coding we did not check), TE on
 /// HTTP/1.0, bare CR/LF and obs-fold are all refused.
 pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result<Option<ResponseHead>, Reject> {
+    let mut head = ResponseHead::empty();
+    Ok(parse_response_into(buf, limits, head_request, &mut head)?.then_some(head))
+}
+
+/// [`parse_response`] into `out`, reusing its allocations, as [`parse_request_into`]
+/// does for requests.
+pub fn parse_response_into(
+    buf: &[u8],
+    limits: &Limits,
+    head_request: bool,
+    out: &mut ResponseHead,
+) -> Result<bool, Reject> {
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut heap = Vec::new();
     let slots = field_slots(&mut stack, &mut heap, limits.headers_max);
@@ -756,7 +851,7 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
         Tokenised::Partial if buf.len() > limits.head_bytes_max => {
             return Err(Reject::new(502, "response head too large"));
         }
-        Tokenised::Partial => return Ok(None),
+        Tokenised::Partial => return Ok(false),
     };
     let head = buf.get(..head_len).ok_or(malformed)?;
     if !crlf_only(head) {
@@ -774,7 +869,13 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
     // httparse gives a static "" for a reason with obs-text: keep it empty then.
     let reason = resp.reason.and_then(|r| range_in(head, r.as_bytes())).unwrap_or(0..0);
     let headers: &[httparse::Header<'_>] = resp.headers;
-    let s = scan(head, headers, Side::Response, malformed)?;
+    let s = scan(
+        head,
+        headers,
+        Side::Response,
+        malformed,
+        std::mem::take(&mut out.fields),
+    )?;
 
     // Framing is checked whatever the status: a backend that sends CL+TE on a 204 is
     // confused about framing, and its connection is not one to reuse.
@@ -816,17 +917,21 @@ pub fn parse_response(buf: &[u8], limits: &Limits, head_request: bool) -> Result
         None => None,
     };
     let fields = s.fields;
+    let mut raw = std::mem::take(&mut out.raw);
+    raw.clear();
+    raw.extend_from_slice(head);
 
-    Ok(Some(ResponseHead {
+    *out = ResponseHead {
         head_len,
         status,
         version,
         body,
         keep_alive,
-        raw: head.to_vec(),
+        raw,
         reason,
         fields,
         upgrade,
         content_length,
-    }))
+    };
+    Ok(true)
 }

@@ -43,8 +43,13 @@ mod tests;
 pub use body::{
     encode_chunk_header, encode_last_chunk, ChunkedDecoder, Decoded, CHUNK_DATA_END, CHUNK_SIZE_DIGITS_MAX,
 };
-pub use head::{parse_request, parse_response, RequestHead, ResponseHead, REQUEST_LINE_SLACK_BYTES};
-pub use write::{error_response, reason_phrase, write_request, write_response, Forwarding, ResponseFraming};
+pub use head::{
+    parse_request, parse_request_into, parse_response, parse_response_into, RequestHead, ResponseHead,
+    REQUEST_LINE_SLACK_BYTES,
+};
+pub use write::{
+    error_response, reason_phrase, write_request, write_response, Forwarding, ResponseFraming, WRITE_SLACK_BYTES,
+};
 
 use std::fmt;
 

@@ -951,6 +951,51 @@ proptest! {
         prop_assert_eq!(out, again, "writing is idempotent");
     }
 
+    /// Parsing into a head kept from earlier parses (as the proxy's per-worker pool
+    /// does) gives exactly what a fresh parse gives, whatever came before: longer or
+    /// shorter heads, refused ones, incomplete ones.
+    #[test]
+    fn prop_parse_into_a_reused_head_is_a_fresh_parse(
+        seq in prop::collection::vec(
+            prop_oneof![
+                4 => request_strategy(),
+                1 => prop::collection::vec(any::<u8>(), 0..120),
+                1 => request_strategy().prop_map(|mut v| { v.truncate(v.len() / 2); v }),
+            ],
+            1..6,
+        ),
+        underscores in prop::sample::select(vec![Underscores::Allow, Underscores::Drop, Underscores::Reject]),
+    ) {
+        let limits = Limits::default();
+        let mut kept = RequestHead::empty();
+        for bytes in &seq {
+            let fresh = parse_request(bytes, &limits, underscores);
+            let reused = parse_request_into(bytes, &limits, underscores, &mut kept);
+            match (fresh, reused) {
+                (Ok(Some(h)), Ok(true)) => prop_assert_eq!(format!("{h:?}"), format!("{kept:?}")),
+                (Ok(None), Ok(false)) => {}
+                (Err(a), Err(b)) => prop_assert_eq!(a.status, b.status),
+                (a, b) => prop_assert!(false, "fresh {:?}, reused {:?}", a.map(|h| h.is_some()), b),
+            }
+        }
+        let mut kept = ResponseHead::empty();
+        for bytes in &seq {
+            // The same bytes as a response after a fixed status line: fields, framing
+            // and refusals differ from one head to the next.
+            let text = String::from_utf8_lossy(bytes);
+            let rest = text.split_once("\r\n").map_or("\r\n", |(_, r)| r);
+            let resp = format!("HTTP/1.1 200 OK\r\n{rest}");
+            let fresh = parse_response(resp.as_bytes(), &limits, false);
+            let reused = parse_response_into(resp.as_bytes(), &limits, false, &mut kept);
+            match (fresh, reused) {
+                (Ok(Some(h)), Ok(true)) => prop_assert_eq!(format!("{h:?}"), format!("{kept:?}")),
+                (Ok(None), Ok(false)) => {}
+                (Err(a), Err(b)) => prop_assert_eq!(a.status, b.status),
+                (a, b) => prop_assert!(false, "fresh {:?}, reused {:?}", a.map(|h| h.is_some()), b),
+            }
+        }
+    }
+
     /// A response we accept, written by us and parsed again, means the same: status,
     /// reason, framing, keep-alive, fields.
     #[test]

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 /// Room reserved beyond a head's own bytes for what the writers add (framing,
 /// forwarding and connection fields; an IPv6 address at most 45 bytes, twice).
-const WRITE_SLACK_BYTES: usize = 256;
+pub const WRITE_SLACK_BYTES: usize = 256;
 
 /// What the proxy adds to a forwarded request.
 #[derive(Debug, Clone, Copy)]

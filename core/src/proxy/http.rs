@@ -43,6 +43,7 @@ use crate::balancer::PickKey;
 use crate::config::{HttpConfig, Timeouts};
 use crate::http::{
     self, BodyKind, ChunkedDecoder, Forwarding, Limits, Reject, RequestHead, ResponseFraming, ResponseHead, Version,
+    WRITE_SLACK_BYTES,
 };
 use crate::io::{self, race, Either, Env, Instant, IoBuf, OwnedRead, OwnedWrite, Pipe, PipePool, Splice, Stream};
 use std::cell::{Cell, RefCell};
@@ -169,6 +170,109 @@ impl HttpStats {
             0.0
         } else {
             100.0 * hits / (hits + misses)
+        }
+    }
+}
+
+/// Parsed heads of one kind kept by a worker for reuse: a request's head and its
+/// response's are parsed into kept ones ([`http::parse_request_into`]), so that a
+/// keep-alive exchange allocates nothing for them (it allocated six times before: the
+/// box, the copy of the head and the list of fields, for each head). Bounded in count
+/// and in the size of what each one keeps.
+pub struct HeadPool<T> {
+    kept: RefCell<Vec<Box<T>>>,
+}
+
+/// The heads [`HeadPool`] keeps.
+pub trait Reusable {
+    /// A head with nothing in it.
+    fn empty() -> Self;
+    /// Heap bytes it holds on to.
+    fn heap_bytes(&self) -> usize;
+}
+
+impl Reusable for RequestHead {
+    fn empty() -> Self {
+        RequestHead::empty()
+    }
+    fn heap_bytes(&self) -> usize {
+        RequestHead::heap_bytes(self)
+    }
+}
+
+impl Reusable for ResponseHead {
+    fn empty() -> Self {
+        ResponseHead::empty()
+    }
+    fn heap_bytes(&self) -> usize {
+        ResponseHead::heap_bytes(self)
+    }
+}
+
+/// Most heads a [`HeadPool`] keeps: more than a worker has exchanges between two
+/// awaits in practice; beyond it they are freed.
+const HEADS_KEPT_MAX: usize = 256;
+
+/// Largest head storage kept: a head parsed from a 32 KiB head is freed, not kept.
+const HEAD_KEPT_BYTES_MAX: usize = 4096;
+
+impl<T: Reusable> Default for HeadPool<T> {
+    fn default() -> Self {
+        HeadPool {
+            kept: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Reusable> HeadPool<T> {
+    /// A head to parse into, given back when the guard is dropped.
+    pub fn take(&self) -> Kept<'_, T> {
+        let head = self.kept.borrow_mut().pop().unwrap_or_else(|| Box::new(T::empty()));
+        Kept {
+            head: std::mem::ManuallyDrop::new(head),
+            pool: self,
+        }
+    }
+
+    /// Heads kept now.
+    pub fn len(&self) -> usize {
+        self.kept.borrow().len()
+    }
+
+    /// No head kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A head taken from a [`HeadPool`], back in it when dropped.
+pub struct Kept<'p, T: Reusable> {
+    /// Moved out only by `drop`.
+    head: std::mem::ManuallyDrop<Box<T>>,
+    pool: &'p HeadPool<T>,
+}
+
+impl<T: Reusable> std::ops::Deref for Kept<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.head
+    }
+}
+
+impl<T: Reusable> std::ops::DerefMut for Kept<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.head
+    }
+}
+
+impl<T: Reusable> Drop for Kept<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: `head` is taken once, here, and never used after: `self` is being
+        // dropped.
+        let head = unsafe { std::mem::ManuallyDrop::take(&mut self.head) };
+        let mut kept = self.pool.kept.borrow_mut();
+        if kept.len() < HEADS_KEPT_MAX && head.heap_bytes() <= HEAD_KEPT_BYTES_MAX {
+            kept.push(head);
         }
     }
 }
@@ -333,8 +437,8 @@ struct Client<E: Env> {
 }
 
 /// What reading a request head gave.
-enum HeadRead {
-    Head(Box<RequestHead>),
+enum HeadRead<'w> {
+    Head(Kept<'w, RequestHead>),
     /// Closed before a request began (EOF, error, keep-alive timeout, shutdown).
     Closed,
     /// Answer with this status and close.
@@ -438,14 +542,14 @@ fn give_back<E: Env>(worker: &Worker, c: &mut Client<E>) {
 /// Reads until a whole request head is in the buffer. The first byte of a request must
 /// come within the keep-alive timeout (the head timeout for a new connection), and the
 /// whole head within `timeouts.request_head` of that byte.
-async fn read_head<E: Env>(
+async fn read_head<'w, E: Env>(
     env: &E,
     c: &mut Client<E>,
     s: &HttpSettings,
     first: bool,
-    worker: &Worker,
+    worker: &'w Worker,
     shutdown: &Shutdown,
-) -> HeadRead {
+) -> HeadRead<'w> {
     let limits = s.limits();
     let wait = if first {
         s.timeouts.request_head
@@ -454,6 +558,7 @@ async fn read_head<E: Env>(
     };
     let idle_deadline = env.now() + wait;
     let mut head_deadline: Option<Instant> = None;
+    let mut head = worker.request_heads.take();
     loop {
         let Some(buf) = c.buf.as_mut() else {
             return HeadRead::Closed;
@@ -462,9 +567,9 @@ async fn read_head<E: Env>(
             if head_deadline.is_none() {
                 head_deadline = Some(env.now() + s.timeouts.request_head);
             }
-            match http::parse_request(buf.bytes(), &limits, s.http.underscores) {
-                Ok(Some(head)) => return HeadRead::Head(Box::new(head)),
-                Ok(None) => {}
+            match http::parse_request_into(buf.bytes(), &limits, s.http.underscores, &mut head) {
+                Ok(true) => return HeadRead::Head(head),
+                Ok(false) => {}
                 Err(Reject { status, reason }) => return HeadRead::Refuse(status, reason),
             }
             if buf.spare_capacity() == 0 {
@@ -829,7 +934,8 @@ fn prepare(head: &RequestHead, peer: SocketAddr, buf: &mut IoBuf, s: &HttpSettin
         keep_alive: true,
         upgrade: head.upgrade.is_some(),
     };
-    let mut first = Vec::with_capacity(head.head_len + 128);
+    // Sized by the writer, which reserves what it needs in one allocation.
+    let mut first = Vec::new();
     match head.body {
         BodyKind::None | BodyKind::UntilClose => {
             http::write_request(head, &fwd, &mut first).map_err(|r| r.status)?;
@@ -842,8 +948,11 @@ fn prepare(head: &RequestHead, peer: SocketAddr, buf: &mut IoBuf, s: &HttpSettin
         }
         BodyKind::Length(n) => {
             fwd.body = BodyKind::Length(n);
-            http::write_request(head, &fwd, &mut first).map_err(|r| r.status)?;
             let whole = usize::try_from(n).ok().filter(|&n| n <= after.len());
+            // Room for the head as the writer reserves it and the buffered body: one
+            // allocation.
+            first.reserve(head.head_len + WRITE_SLACK_BYTES + whole.unwrap_or(0));
+            http::write_request(head, &fwd, &mut first).map_err(|r| r.status)?;
             match whole {
                 Some(n) => {
                     first.extend_from_slice(&after[..n]);
@@ -938,8 +1047,8 @@ enum UpEnd {
 }
 
 /// What reading the response head gave.
-enum HeadEnd {
-    Head(Box<ResponseHead>),
+enum HeadEnd<'w> {
+    Head(Kept<'w, ResponseHead>),
     /// Closed or reset before a whole head; `bytes` says whether any byte came.
     Closed {
         bytes: bool,
@@ -1160,7 +1269,8 @@ async fn attempt_on<E: Env>(
         Some(n) if head.is_head() && !matches!(resp.status, 204 | 304) => BodyKind::Length(n),
         _ => body_out,
     };
-    let mut hb = Vec::with_capacity(resp.head_len + 64);
+    // Sized by the writer, in one allocation.
+    let mut hb = Vec::new();
     http::write_response(
         &resp,
         &ResponseFraming {
@@ -1246,8 +1356,8 @@ fn drop_buf(worker: &Worker, slot: &mut Option<IoBuf>) {
 }
 
 /// How the head phase of an attempt ended.
-enum Phase {
-    Head(HeadEnd),
+enum Phase<'w> {
+    Head(HeadEnd<'w>),
     /// The client failed while streaming its body, before a response came.
     UpFailed(u16),
     Timeout,
@@ -1259,14 +1369,14 @@ enum Phase {
 /// An upload that fails on the client's side ends it with that status; one whose
 /// backend write fails stops, and the head read goes on (the backend may have answered
 /// early, say with a 413). `on_upload_done` runs once when the upload completes.
-async fn head_phase(
+async fn head_phase<'w>(
     up: impl Future<Output = UpEnd>,
-    down: impl Future<Output = HeadEnd>,
+    down: impl Future<Output = HeadEnd<'w>>,
     watchdog: impl Future<Output = ()>,
     drain: impl Future<Output = ()>,
     up_end: &mut Option<UpEnd>,
     mut on_upload_done: impl FnMut(),
-) -> Phase {
+) -> Phase<'w> {
     let mut up = pin!(up);
     let mut down = pin!(down);
     let mut watchdog = pin!(watchdog);
@@ -1488,22 +1598,23 @@ async fn write_slot<W: OwnedWrite>(w: &mut W, slot: &mut Option<IoBuf>) -> std::
 /// Reads the final response head. Interim 1xx heads are consumed: `100 Continue` is
 /// relayed to a client that sent `Expect: 100-continue`, others are dropped. A 101
 /// is final.
-async fn read_response_head<R: OwnedRead, W: OwnedWrite>(
-    worker: &Worker,
+async fn read_response_head<'w, R: OwnedRead, W: OwnedWrite>(
+    worker: &'w Worker,
     br: &mut R,
     bbuf: &mut Option<IoBuf>,
     cw: &mut W,
     req: &RequestHead,
     limits: &Limits,
-) -> HeadEnd {
+) -> HeadEnd<'w> {
     let mut any = false;
+    let mut h = worker.response_heads.take();
     loop {
         let Some(buf) = bbuf.as_mut() else {
             return HeadEnd::Closed { bytes: any };
         };
         if !buf.is_empty() {
-            match http::parse_response(buf.bytes(), limits, req.is_head()) {
-                Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+            match http::parse_response_into(buf.bytes(), limits, req.is_head(), &mut h) {
+                Ok(true) if (100..200).contains(&h.status) && h.status != 101 => {
                     buf.consume(h.head_len);
                     if h.status == 100 && req.expect_continue && req.version == Version::H11 {
                         let msg = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
@@ -1513,8 +1624,8 @@ async fn read_response_head<R: OwnedRead, W: OwnedWrite>(
                     }
                     continue;
                 }
-                Ok(Some(h)) => return HeadEnd::Head(Box::new(h)),
-                Ok(None) => {}
+                Ok(true) => return HeadEnd::Head(h),
+                Ok(false) => {}
                 Err(_) => return HeadEnd::Bad,
             }
             if buf.spare_capacity() == 0 {

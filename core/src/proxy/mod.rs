@@ -514,6 +514,10 @@ pub struct Worker {
     /// Fired when the shutdown drain deadline passes: every open connection is reset.
     cut: Shutdown,
     cut_trigger: ShutdownTrigger,
+    /// Request heads kept for reuse by the HTTP proxy.
+    pub request_heads: http::HeadPool<crate::http::RequestHead>,
+    /// Response heads kept for reuse by the HTTP proxy.
+    pub response_heads: http::HeadPool<crate::http::ResponseHead>,
 }
 
 impl Worker {
@@ -537,6 +541,8 @@ impl Worker {
             splice: splice.map(|s| (s.after, PipePool::new(s.pipes_max, s.pipe_bytes))),
             cut: cut_signal,
             cut_trigger,
+            request_heads: Default::default(),
+            response_heads: Default::default(),
         })
     }
 
