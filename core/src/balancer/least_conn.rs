@@ -20,10 +20,13 @@
 //!
 //! - with at most [`WEIGHT_CLASSES_MAX`] distinct weights among the available backends
 //!   (the usual case: equal weights, or a few tiers) and counts up to
-//!   [`BUCKET_ACTIVE_MAX`], as queues: one per weight and active count, in sequence
-//!   order, so a pick and a release are O(1) amortized plus one comparison per distinct
-//!   weight (counts move by one, and a pick's new sequence number is the highest yet,
-//!   so it joins the back of its next queue); see `Buckets`;
+//!   [`BUCKET_ACTIVE_MAX`], as buckets: one per weight and active count, each an
+//!   intrusive list in sequence order threaded through the per-backend keys, plus a
+//!   heap for the backends that arrive out of sequence order. A pick and a release
+//!   move one backend by one count: O(1) when it arrives in order (always for a pick,
+//!   whose sequence number is the highest yet; for a release when no backend of its new
+//!   bucket was picked after it), O(log m) in a heap of m late arrivals otherwise, plus
+//!   one comparison per distinct weight to find the least loaded; see `Buckets`;
 //! - otherwise (a slow-start ramp giving many backends different weights at once), as
 //!   a `BTreeSet`: O(log n) comparisons per pick and per release.
 //!
@@ -66,8 +69,8 @@
 //! have ended since. That is accepted: it lasts only while the old balancer's
 //! connections drain, and every key heals within `n` picks of the last of them.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use super::{load_cmp, lock, ActiveCounter};
@@ -85,9 +88,13 @@ pub const WEIGHT_CLASSES_MAX: usize = 8;
 /// class); a backend counted higher switches the pool to the ordered set.
 pub const BUCKET_ACTIVE_MAX: u64 = 1 << 16;
 
+/// No backend: the end of a bucket's list, or "not in a late heap". Backend indices
+/// are below it (a pool of 2^32 - 1 backends or more uses the ordered set).
+const NIL: u32 = u32::MAX;
+
 /// The shared load order of one pool.
 ///
-/// A plain Mutex: the critical section is a few queue operations, and leases are taken
+/// A plain Mutex: the critical section is a few list operations, and leases are taken
 /// and released once per connection attempt, so contention stays low.
 pub(super) struct LeastConn {
     state: Mutex<State>,
@@ -96,13 +103,56 @@ pub(super) struct LeastConn {
 struct State {
     /// The available backends (weight > 0), least loaded first.
     order: Order,
-    /// By backend index, every backend's current key: the one it sits under in
-    /// `order` if its weight is above 0.
-    loads: Vec<Load>,
+    /// By backend index, every backend's current key (the one it sits under in `order`
+    /// if its weight is above 0) and, when bucketed, its links there.
+    slots: Vec<Slot>,
     /// Next pick sequence number; starts after the initial ones (the indices).
     seq: u64,
     /// The backend whose counter the next pick re-reads.
     sweep: usize,
+}
+
+/// One backend's key and, in the bucketed order, its place in its bucket: 32 bytes,
+/// aligned so that each lies within one cache line (a pick or a release reads and
+/// writes those of the backend it moves and of its neighbours).
+#[derive(Clone, Copy, Debug)]
+#[repr(align(32))]
+struct Slot {
+    active: u64,
+    /// When the backend was last picked (higher = more recently); no two backends share
+    /// one.
+    seq: u64,
+    weight: u32,
+    /// Buckets only: the backends before and after it in its bucket's list (`NIL` at
+    /// the ends), when it is in the list.
+    prev: u32,
+    next: u32,
+    /// Buckets only: its position in its bucket's late heap, or `NIL` when it is in the
+    /// list instead.
+    late: u32,
+}
+
+impl Slot {
+    fn new(active: u64, weight: u32, seq: u64) -> Slot {
+        Slot {
+            active,
+            seq,
+            weight,
+            prev: NIL,
+            next: NIL,
+            late: NIL,
+        }
+    }
+
+    /// The key of backend `idx`, whose slot this is.
+    fn load(&self, idx: usize) -> Load {
+        Load {
+            active: self.active,
+            weight: self.weight,
+            seq: self.seq,
+            idx,
+        }
+    }
 }
 
 /// One backend's place in the load order.
@@ -150,21 +200,16 @@ impl LeastConn {
     pub(super) fn new(weights: &[u32], counters: &[Arc<ActiveCounter>]) -> LeastConn {
         // Initial sequence numbers are the indices, so an idle pool starts its
         // rotation at the lowest index.
-        let loads: Vec<Load> = weights
+        let slots: Vec<Slot> = weights
             .iter()
             .zip(counters)
             .enumerate()
-            .map(|(idx, (&weight, counter))| Load {
-                active: counter.get(),
-                weight,
-                seq: idx as u64,
-                idx,
-            })
+            .map(|(idx, (&weight, counter))| Slot::new(counter.get(), weight, idx as u64))
             .collect();
         let mut state = State {
             order: Order::Tree(BTreeSet::new()),
-            seq: loads.len() as u64,
-            loads,
+            seq: slots.len() as u64,
+            slots,
             sweep: 0,
         };
         state.rebuild(forced_tree());
@@ -181,26 +226,24 @@ impl LeastConn {
         let state = &mut *guard;
         state.sweep_one(counters);
         let mut rekeyed = 0;
-        let least = loop {
-            let least = state.least_untried(tried)?;
-            let active = counters[least.idx].get();
-            if active == least.active || rekeyed >= STALE_REKEYS_PER_PICK_MAX {
-                break least;
+        let (least, class, counter) = loop {
+            let (least, class) = state.least_untried(tried)?;
+            let (slot, counter) = state.slots.get(least).zip(counters.get(least))?;
+            let active = counter.get();
+            if active == slot.active || rekeyed >= STALE_REKEYS_PER_PICK_MAX {
+                break (least, class, counter);
             }
             // Another balancer sharing the counter moved it: look again on its real
             // count.
-            state.rekey(Load { active, ..least });
+            let seq = slot.seq;
+            state.rekey_stale(least, active, seq);
             rekeyed += 1;
         };
-        let before = counters[least.idx].claim();
-        let claimed = Load {
-            active: before + 1,
-            seq: state.seq,
-            ..least
-        };
+        let before = counter.claim();
+        let seq = state.seq;
         state.seq += 1;
-        state.rekey(claimed);
-        Some(least.idx)
+        state.rekey(least, class, before + 1, seq);
+        Some(least)
     }
 
     /// Counts a lease on backend `idx` out on its counter and moves the backend one
@@ -208,12 +251,17 @@ impl LeastConn {
     /// being picked.
     pub(super) fn release(&self, idx: usize, counters: &[Arc<ActiveCounter>]) {
         let mut state = lock(&self.state);
-        let before = counters[idx].release();
-        let current = state.loads[idx];
-        state.rekey(Load {
-            active: before.saturating_sub(1),
-            ..current
-        });
+        let Some(counter) = counters.get(idx) else {
+            debug_assert!(false, "lease on backend {idx} outside the pool");
+            return;
+        };
+        let Some(seq) = state.slots.get(idx).map(|slot| slot.seq) else {
+            debug_assert!(false, "backend {idx} outside the pool");
+            counter.release();
+            return;
+        };
+        let before = counter.release();
+        state.rekey(idx, None, before.saturating_sub(1), seq);
     }
 
     /// Applies new effective weights (by backend index): re-keys every backend in
@@ -221,109 +269,170 @@ impl LeastConn {
     /// buckets or the set anew). O(n log n), off the hot path.
     pub(super) fn reweigh(&self, weights: &[u32], counters: &[Arc<ActiveCounter>]) {
         let mut state = lock(&self.state);
-        for (load, (&weight, counter)) in state.loads.iter_mut().zip(weights.iter().zip(counters)) {
-            load.active = counter.get();
-            load.weight = weight;
+        for (slot, (&weight, counter)) in state.slots.iter_mut().zip(weights.iter().zip(counters)) {
+            slot.active = counter.get();
+            slot.weight = weight;
         }
         state.rebuild(forced_tree());
     }
 }
 
 impl State {
-    /// Builds `order` from `loads`: buckets when the weights and counts allow and
-    /// `tree` is false, the ordered set otherwise.
+    /// Builds `order` from `slots`: buckets when the weights, counts and pool size
+    /// allow and `tree` is false, the ordered set otherwise.
     fn rebuild(&mut self, tree: bool) {
-        let available = || self.loads.iter().filter(|load| load.weight > 0);
-        let mut weights: Vec<u32> = available().map(|load| load.weight).collect();
+        let slots = &mut self.slots;
+        let mut weights: Vec<u32> = slots.iter().map(|slot| slot.weight).filter(|&w| w > 0).collect();
         weights.sort_unstable();
         weights.dedup();
-        let bucketed =
-            !tree && weights.len() <= WEIGHT_CLASSES_MAX && available().all(|load| load.active <= BUCKET_ACTIVE_MAX);
+        let bucketed = !tree
+            && weights.len() <= WEIGHT_CLASSES_MAX
+            && slots.len() < NIL as usize
+            && slots
+                .iter()
+                .all(|slot| slot.weight == 0 || slot.active <= BUCKET_ACTIVE_MAX);
         self.order = if bucketed {
-            let mut buckets = Buckets::new(&weights, self.loads.len());
-            // In load order, so every bucket's entries arrive in sequence order.
-            let mut sorted: Vec<Load> = available().copied().collect();
-            sorted.sort_unstable();
-            for load in sorted {
-                let inserted = buckets.attach(load);
+            let mut buckets = Buckets::new(&weights);
+            // In sequence order, so every bucket's backends arrive in order and all go
+            // in its list.
+            let mut available: Vec<usize> = (0..slots.len()).filter(|&idx| slots[idx].weight > 0).collect();
+            available.sort_unstable_by_key(|&idx| slots[idx].seq);
+            for idx in available {
+                let inserted = buckets.attach(slots, idx);
                 debug_assert!(inserted, "checked above");
             }
             Order::Buckets(buckets)
         } else {
-            Order::Tree(available().copied().collect())
+            Order::Tree(
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, slot)| slot.weight > 0)
+                    .map(|(idx, slot)| slot.load(idx))
+                    .collect(),
+            )
         };
     }
 
-    /// The least loaded available backend not in `tried`.
-    fn least_untried(&mut self, tried: &Tried) -> Option<Load> {
+    /// The least loaded available backend not in `tried`, and its class when
+    /// bucketed.
+    #[inline(always)]
+    fn least_untried(&mut self, tried: &Tried) -> Option<(usize, Option<usize>)> {
+        match &self.order {
+            Order::Buckets(buckets) if tried.is_empty() => buckets.least(),
+            _ => self.least_untried_slow(tried),
+        }
+    }
+
+    /// [`State::least_untried`] for fallbacks and the ordered set; out of line, so
+    /// that a pick's path stays small.
+    #[inline(never)]
+    fn least_untried_slow(&mut self, tried: &Tried) -> Option<(usize, Option<usize>)> {
+        let slots = &mut self.slots;
         match &mut self.order {
-            Order::Tree(set) => set.iter().find(|load| !tried.contains(load.idx)).copied(),
+            Order::Tree(set) => set
+                .iter()
+                .find(|load| !tried.contains(load.idx))
+                .map(|load| (load.idx, None)),
             Order::Buckets(buckets) => {
-                if tried.is_empty() {
-                    return buckets.least();
-                }
                 // Take the tried ones out, look, and put them back under the same keys:
-                // a fallback costs O(tried) queue operations, picks none.
-                let out: Vec<Load> = tried
-                    .iter()
-                    .map(|idx| self.loads[idx])
-                    .filter(|load| load.weight > 0)
-                    .collect();
-                for load in &out {
-                    buckets.detach(*load);
+                // a fallback costs O(tried) list or heap operations, picks none.
+                let available = |slots: &[Slot], idx: usize| slots.get(idx).is_some_and(|slot| slot.weight > 0);
+                for idx in tried.iter() {
+                    if available(slots, idx) {
+                        buckets.detach(slots, idx);
+                    }
                 }
                 let least = buckets.least();
-                for load in out {
-                    let inserted = buckets.attach(load);
-                    debug_assert!(inserted, "it was there before");
+                for idx in tried.iter() {
+                    if available(slots, idx) {
+                        let inserted = buckets.attach(slots, idx);
+                        debug_assert!(inserted, "it was there before");
+                    }
                 }
                 least
             }
         }
     }
 
-    /// Replaces the key of backend `new.idx` by `new`: out of `order` under the old
-    /// key, back in under the new one if its weight is above 0.
-    fn rekey(&mut self, new: Load) {
-        let old = self.loads[new.idx];
-        self.loads[new.idx] = new;
-        match &mut self.order {
-            Order::Tree(set) => {
-                if old.weight > 0 {
-                    let removed = set.remove(&old);
-                    debug_assert!(removed, "backend {} missing from the load order", old.idx);
-                }
-                if new.weight > 0 {
-                    set.insert(new);
-                }
-            }
-            Order::Buckets(buckets) => {
-                // The new key goes in first: its bucket is then not empty when the old
-                // one's is left, so finding the class's lowest bucket takes one step.
-                if new.weight > 0 && !buckets.attach(new) {
-                    // A count beyond the buckets: the set holds any count.
-                    self.rebuild(true);
-                    return;
-                }
-                if old.weight > 0 {
-                    buckets.leave(old, new.weight == 0);
-                }
-            }
+    /// Gives backend `idx` the key (`active`, `seq`) (its weight stays): out of `order`
+    /// under the old key, back in under the new one if its weight is above 0. `class`
+    /// is its class in the bucketed order when the caller knows it (the pick does),
+    /// which saves looking it up.
+    #[inline(always)]
+    fn rekey(&mut self, idx: usize, class: Option<usize>, active: u64, seq: u64) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            debug_assert!(false, "backend {idx} outside the pool");
+            return;
+        };
+        if slot.weight == 0 {
+            // Drained: in no order, only the key is kept.
+            slot.active = active;
+            slot.seq = seq;
+            return;
         }
+        let linked = match &mut self.order {
+            Order::Buckets(buckets) => {
+                let weight = slot.weight;
+                let class = match class {
+                    Some(class) => buckets.classes.get_mut(class),
+                    None => buckets.classes.iter_mut().find(|class| class.weight == weight),
+                };
+                match class {
+                    Some(class) => class.rekey(&mut self.slots, idx, active, seq),
+                    None => {
+                        debug_assert!(false, "weight {weight} has no class");
+                        slot.active = active;
+                        slot.seq = seq;
+                        false
+                    }
+                }
+            }
+            Order::Tree(set) => {
+                tree_rekey(set, slot, idx, active, seq);
+                true
+            }
+        };
+        if !linked {
+            // A count beyond the buckets: the set holds any count.
+            self.rebuild(true);
+        }
+    }
+
+    /// [`State::rekey`] of a key found stale (shared counters only); out of line, so
+    /// that a pick's path stays small.
+    #[cold]
+    #[inline(never)]
+    fn rekey_stale(&mut self, idx: usize, active: u64, seq: u64) {
+        self.rekey(idx, None, active, seq);
     }
 
     /// Re-reads the counter of the next backend in the sweep and re-keys it if another
     /// balancer moved it.
     fn sweep_one(&mut self, counters: &[Arc<ActiveCounter>]) {
-        let Some(&current) = self.loads.get(self.sweep) else {
+        let idx = self.sweep;
+        let (Some(slot), Some(counter)) = (self.slots.get(idx), counters.get(idx)) else {
             return;
         };
-        self.sweep = (self.sweep + 1) % self.loads.len();
-        let active = counters[current.idx].get();
-        if active != current.active {
-            self.rekey(Load { active, ..current });
+        // A compare, not `%`: a 64-bit division costs more than the rest of the sweep.
+        self.sweep = if idx + 1 < self.slots.len() { idx + 1 } else { 0 };
+        let active = counter.get();
+        if active != slot.active {
+            let seq = slot.seq;
+            self.rekey_stale(idx, active, seq);
         }
     }
+}
+
+/// [`State::rekey`] in the ordered set; out of line, so that the bucketed path stays
+/// small.
+#[inline(never)]
+fn tree_rekey(set: &mut BTreeSet<Load>, slot: &mut Slot, idx: usize, active: u64, seq: u64) {
+    let removed = set.remove(&slot.load(idx));
+    debug_assert!(removed, "backend {idx} missing from the load order");
+    slot.active = active;
+    slot.seq = seq;
+    set.insert(slot.load(idx));
 }
 
 /// Whether balancers built on this thread must use the ordered set: only tests ask,
@@ -345,189 +454,324 @@ thread_local! {
     static FORCE_TREE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The load order as queues, for few distinct weights: a pick and a release in O(1)
-/// (amortized), against O(log n) comparisons of the ordered set.
+/// The load order as buckets, for few distinct weights: a pick and a release in O(1)
+/// when in order, against O(log n) comparisons of the ordered set.
 ///
 /// Backends are grouped by weight (a class) and, within a class, by active count (a
 /// bucket). Within a class the load order is the count order, so a class's least
-/// loaded backend is the first of its lowest non-empty bucket, and the pool's is the
-/// least of the classes' (at most [`WEIGHT_CLASSES_MAX`] comparisons). Within a bucket
-/// the order is by sequence number (all loads there are equal). A pick gives its
-/// backend the highest sequence number yet, so it joins the back of the next bucket's
-/// queue in order; a release or a re-key may bring an older number, which goes into
-/// the bucket's heap instead. The bucket's first is the lesser of the queue's front and
-/// the heap's top. Entries are not removed when a backend leaves a bucket: each backend
-/// has a stamp, bumped whenever it moves, and an entry with an old stamp is skipped
-/// (and dropped) when it reaches the front; a bucket that empties drops all its entries,
-/// and one holding more than twice its backends' worth is compacted.
+/// loaded backend (its head, kept up to date by every change) is the first of its
+/// lowest non-empty bucket, and the pool's is the least of the classes' heads (at most
+/// [`WEIGHT_CLASSES_MAX`] comparisons). Within a bucket all loads are equal and the
+/// order is by sequence number.
+///
+/// A bucket holds its backends two ways. Its list is a doubly linked list in
+/// ascending sequence order, threaded through the backends' [`Slot`]s (no allocation,
+/// O(1) unlinking from anywhere): a backend whose sequence number is above that of the
+/// list's last joins at the back. That is every pick (its new number is the highest
+/// yet) and every release of a backend that no other in its new bucket was picked
+/// after, such as each short connection that ends before the next pick. Any other
+/// backend (a release out of pick order, a re-key, a fallback's put-back) goes into the
+/// bucket's late heap, a binary min-heap by sequence number whose positions are kept in
+/// the slots, so it too is taken out in O(log m). The bucket's first is the lesser of
+/// the list's head and the heap's top.
+///
+/// When a class's head leaves, the next is the first of the lowest non-empty bucket,
+/// found by stepping up the counts from the old head's: at most one step after a pick
+/// (the bucket it joined is the next one up) and none after a release (it lands
+/// below); after a count moved by another balancer sharing the counters, as many steps
+/// as the counts it jumped, at most [`BUCKET_ACTIVE_MAX`].
 struct Buckets {
     classes: Vec<Class>,
-    /// By backend index: the stamp of its valid entry.
-    stamps: Vec<u64>,
 }
 
 struct Class {
+    /// The count of the head's bucket while the class has a backend: no backend of the
+    /// class is counted below it.
+    low: usize,
+    /// The class's least loaded backend and its sequence number; `NIL` when the class
+    /// is empty.
+    head: u32,
+    head_seq: u64,
     weight: u32,
-    /// By active count.
-    buckets: Vec<Bucket>,
     /// Backends in the class.
     live: usize,
-    /// The lowest count with a backend, when `live > 0`.
-    low: usize,
+    /// By active count.
+    buckets: Vec<Bucket>,
 }
 
-#[derive(Default)]
 struct Bucket {
-    /// Ascending sequence numbers.
-    queue: VecDeque<Entry>,
-    /// Entries that arrived out of sequence order.
-    late: BinaryHeap<Reverse<Entry>>,
-    /// Backends in the bucket (entries with a current stamp).
-    live: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    seq: u64,
-    idx: usize,
-    stamp: u64,
+    /// Its list: first and last backend, `NIL` when empty.
+    first: u32,
+    last: u32,
+    /// Its late heap: backend indices, a min-heap by sequence number.
+    late: Vec<u32>,
 }
 
 impl Buckets {
-    /// `weights` ascending and distinct; `backends` in the pool.
-    fn new(weights: &[u32], backends: usize) -> Buckets {
+    /// `weights` ascending and distinct.
+    fn new(weights: &[u32]) -> Buckets {
         Buckets {
             classes: weights
                 .iter()
                 .map(|&weight| Class {
-                    weight,
-                    buckets: Vec::new(),
-                    live: 0,
                     low: 0,
+                    head: NIL,
+                    head_seq: 0,
+                    weight,
+                    live: 0,
+                    buckets: Vec::new(),
                 })
                 .collect(),
-            stamps: vec![0; backends],
         }
     }
 
-    fn class(&mut self, weight: u32) -> Option<&mut Class> {
-        self.classes.iter_mut().find(|class| class.weight == weight)
+    /// The class of the backend whose slot is `slot`.
+    fn class(&mut self, slot: Option<&Slot>) -> Option<&mut Class> {
+        let weight = slot?.weight;
+        let class = self.classes.iter_mut().find(|class| class.weight == weight);
+        debug_assert!(class.is_some(), "weight {weight} has no class");
+        class
     }
 
-    /// Puts backend `load.idx` in under `load` (its weight > 0), invalidating any entry
-    /// it had. `false` (and nothing changed) when the weight has no class or the count
-    /// is beyond [`BUCKET_ACTIVE_MAX`].
-    fn attach(&mut self, load: Load) -> bool {
-        let Some(stamp) = self.stamps.get_mut(load.idx) else {
+    /// Puts backend `idx` in under its key (its weight > 0; it is in no bucket).
+    /// `false` (and nothing changed) when the weight has no class or the count is
+    /// beyond [`BUCKET_ACTIVE_MAX`].
+    fn attach(&mut self, slots: &mut [Slot], idx: usize) -> bool {
+        self.class(slots.get(idx)).is_some_and(|class| class.link(slots, idx))
+    }
+
+    /// Takes backend `idx` out (it is in under its key).
+    fn detach(&mut self, slots: &mut [Slot], idx: usize) {
+        if let Some(class) = self.class(slots.get(idx)) {
+            class.unlink(slots, idx);
+            if class.head == idx as u32 {
+                class.refresh(slots);
+            }
+        }
+    }
+
+    /// The least loaded backend, and its class: the least of the classes' heads.
+    #[inline(always)]
+    fn least(&self) -> Option<(usize, Option<usize>)> {
+        // (count, weight, seq, class) of the best so far.
+        let mut best: Option<(u64, u64, u64, usize)> = None;
+        for (c, class) in self.classes.iter().enumerate() {
+            if class.head == NIL {
+                continue;
+            }
+            let (count, weight, seq) = (class.low as u64, u64::from(class.weight), class.head_seq);
+            // count <= BUCKET_ACTIVE_MAX and weight < 2^32: the products fit in u64.
+            let better = best.is_none_or(|(best_count, best_weight, best_seq, _)| {
+                match (count * best_weight).cmp(&(best_count * weight)) {
+                    Ordering::Less => true,
+                    Ordering::Greater => false,
+                    // Sequence numbers are unique: no tie to break by index.
+                    Ordering::Equal => seq < best_seq,
+                }
+            });
+            if better {
+                best = Some((count, weight, seq, c));
+            }
+        }
+        let (_, _, _, c) = best?;
+        Some((self.classes.get(c)?.head as usize, Some(c)))
+    }
+}
+
+impl Class {
+    /// Moves backend `idx` (in this class under its key) to the key (`active`, `seq`).
+    /// `false` when the count is beyond [`BUCKET_ACTIVE_MAX`]: the slot then holds the
+    /// new key but the buckets no longer hold it, and must be rebuilt.
+    #[inline(always)]
+    fn rekey(&mut self, slots: &mut [Slot], idx: usize, active: u64, seq: u64) -> bool {
+        let was_head = self.head == idx as u32;
+        self.unlink(slots, idx);
+        if let Some(slot) = slots.get_mut(idx) {
+            slot.active = active;
+            slot.seq = seq;
+        }
+        if !self.link(slots, idx) {
             return false;
-        };
-        let Some(class) = self.classes.iter_mut().find(|class| class.weight == load.weight) else {
-            return false;
-        };
-        if load.active > BUCKET_ACTIVE_MAX {
-            return false;
         }
-        *stamp += 1;
-        let entry = Entry {
-            seq: load.seq,
-            idx: load.idx,
-            stamp: *stamp,
-        };
-        let active = load.active as usize;
-        if class.buckets.len() <= active {
-            class.buckets.resize_with(active + 1, Bucket::default);
+        if was_head {
+            self.refresh(slots);
         }
-        let bucket = &mut class.buckets[active];
-        if bucket.queue.back().is_none_or(|back| back.seq < entry.seq) {
-            bucket.queue.push_back(entry);
-        } else {
-            bucket.late.push(Reverse(entry));
-        }
-        bucket.live += 1;
-        if bucket.queue.len() + bucket.late.len() > 2 * bucket.live + 16 {
-            let stamps = &self.stamps;
-            bucket.queue.retain(|e| stamps[e.idx] == e.stamp);
-            bucket.late.retain(|Reverse(e)| stamps[e.idx] == e.stamp);
-        }
-        if class.live == 0 || active < class.low {
-            class.low = active;
-        }
-        class.live += 1;
         true
     }
 
-    /// Takes backend `load.idx` out (it is in under `load`).
-    fn detach(&mut self, load: Load) {
-        self.leave(load, true);
+    /// Puts backend `idx` (of this class, in no bucket) into the bucket of its count,
+    /// and makes it the head if it comes first. `false` (and nothing changed) when the
+    /// count is beyond [`BUCKET_ACTIVE_MAX`].
+    #[inline(always)]
+    fn link(&mut self, slots: &mut [Slot], idx: usize) -> bool {
+        let Some(&slot) = slots.get(idx) else {
+            return false;
+        };
+        if slot.active > BUCKET_ACTIVE_MAX {
+            return false;
+        }
+        let count = slot.active as usize;
+        if self.buckets.len() <= count {
+            self.buckets.resize_with(count + 1, || Bucket {
+                first: NIL,
+                last: NIL,
+                late: Vec::new(),
+            });
+        }
+        let bucket = &mut self.buckets[count];
+        let in_order = bucket.last == NIL || slots[bucket.last as usize].seq < slot.seq;
+        if in_order {
+            let entry = &mut slots[idx];
+            entry.prev = bucket.last;
+            entry.next = NIL;
+            entry.late = NIL;
+            match bucket.last {
+                NIL => bucket.first = idx as u32,
+                last => slots[last as usize].next = idx as u32,
+            }
+            bucket.last = idx as u32;
+        } else {
+            bucket.push_late(slots, idx as u32);
+        }
+        // Below every other backend of the class, or level with the head and picked
+        // before it.
+        if self.head == NIL || count < self.low || (count == self.low && slot.seq < self.head_seq) {
+            self.low = count;
+            self.head = idx as u32;
+            self.head_seq = slot.seq;
+        }
+        self.live += 1;
+        true
     }
 
-    /// Counts backend `load.idx` out of the bucket of `load`; `invalidate` bumps its
-    /// stamp (not needed when it has just been attached elsewhere, which did).
-    fn leave(&mut self, load: Load, invalidate: bool) {
-        if invalidate {
-            self.stamps[load.idx] += 1;
-        }
-        let Some(class) = self.class(load.weight) else {
-            debug_assert!(false, "backend {} has no class", load.idx);
+    /// Takes backend `idx` (in this class under its key) out of its bucket. The head
+    /// is left as it was: when it was this backend, the caller refreshes it.
+    #[inline(always)]
+    fn unlink(&mut self, slots: &mut [Slot], idx: usize) {
+        let Some(&slot) = slots.get(idx) else {
             return;
         };
-        let active = load.active as usize;
-        let bucket = &mut class.buckets[active];
-        bucket.live -= 1;
-        if bucket.live == 0 {
-            bucket.queue.clear();
-            bucket.late.clear();
+        let Some(bucket) = self.buckets.get_mut(slot.active as usize) else {
+            debug_assert!(false, "backend {idx} missing from its bucket");
+            return;
+        };
+        if slot.late == NIL {
+            match slot.prev {
+                NIL => bucket.first = slot.next,
+                prev => slots[prev as usize].next = slot.next,
+            }
+            match slot.next {
+                NIL => bucket.last = slot.prev,
+                next => slots[next as usize].prev = slot.prev,
+            }
+        } else {
+            bucket.remove_late(slots, slot.late as usize);
         }
-        class.live -= 1;
-        if class.live > 0 && class.low == active && class.buckets[active].live == 0 {
-            // Not empty, so some bucket above holds a backend.
-            class.low = (active + 1..class.buckets.len())
-                .find(|&count| class.buckets[count].live > 0)
-                .unwrap_or(active);
-        }
+        self.live -= 1;
     }
 
-    /// The least loaded backend.
-    fn least(&mut self) -> Option<Load> {
-        let stamps = &self.stamps;
-        let mut best: Option<Load> = None;
-        for class in &mut self.classes {
-            if class.live == 0 {
-                continue;
-            }
-            let Some(first) = class.buckets[class.low].first(stamps) else {
-                debug_assert!(false, "lowest bucket of weight {} is empty", class.weight);
-                continue;
-            };
-            let load = Load {
-                active: class.low as u64,
-                weight: class.weight,
-                seq: first.seq,
-                idx: first.idx,
-            };
-            if best.is_none_or(|best| load < best) {
-                best = Some(load);
-            }
+    /// Finds the head anew: the first of the lowest non-empty bucket, from `low` up
+    /// (no backend is below `low`).
+    fn refresh(&mut self, slots: &[Slot]) {
+        self.head = NIL;
+        if self.live == 0 {
+            return;
         }
-        best
+        // Ends: some bucket at or above `low` holds a backend.
+        while let Some(bucket) = self.buckets.get(self.low) {
+            if let Some(first) = bucket.first(slots) {
+                self.head = first as u32;
+                self.head_seq = slots[first].seq;
+                return;
+            }
+            self.low += 1;
+        }
+        debug_assert!(false, "class of weight {} lost its backends", self.weight);
     }
 }
 
 impl Bucket {
-    /// The valid entry with the lowest sequence number, dropping stale ones in front.
-    fn first(&mut self, stamps: &[u64]) -> Option<Entry> {
-        let valid = |entry: &Entry| stamps[entry.idx] == entry.stamp;
-        while self.queue.front().is_some_and(|entry| !valid(entry)) {
-            self.queue.pop_front();
+    /// The backend with the lowest sequence number: the list's first or the heap's top.
+    #[inline(always)]
+    fn first(&self, slots: &[Slot]) -> Option<usize> {
+        match (self.first, self.late.first()) {
+            (NIL, None) => None,
+            (NIL, Some(&late)) => Some(late as usize),
+            (first, None) => Some(first as usize),
+            (first, Some(&late)) => {
+                if slots[first as usize].seq < slots[late as usize].seq {
+                    Some(first as usize)
+                } else {
+                    Some(late as usize)
+                }
+            }
         }
-        while self.late.peek().is_some_and(|Reverse(entry)| !valid(entry)) {
-            self.late.pop();
+    }
+
+    fn push_late(&mut self, slots: &mut [Slot], idx: u32) {
+        let pos = self.late.len();
+        self.late.push(idx);
+        slots[idx as usize].late = pos as u32;
+        self.sift_up(slots, pos);
+    }
+
+    /// Removes the heap entry at `pos`.
+    fn remove_late(&mut self, slots: &mut [Slot], pos: usize) {
+        let Some(last) = self.late.pop() else {
+            debug_assert!(false, "late heap empty");
+            return;
+        };
+        if let Some(&removed) = self.late.get(pos) {
+            slots[removed as usize].late = NIL;
+            self.late[pos] = last;
+            slots[last as usize].late = pos as u32;
+            // The moved entry may belong above or below `pos`.
+            self.sift_up(slots, pos);
+            self.sift_down(slots, slots[last as usize].late as usize);
+        } else {
+            slots[last as usize].late = NIL;
         }
-        match (self.queue.front(), self.late.peek()) {
-            (Some(&queued), Some(&Reverse(late))) => Some(queued.min(late)),
-            (Some(&queued), None) => Some(queued),
-            (None, Some(&Reverse(late))) => Some(late),
-            (None, None) => None,
+    }
+
+    fn seq_at(&self, slots: &[Slot], pos: usize) -> u64 {
+        slots[self.late[pos] as usize].seq
+    }
+
+    /// Swaps the heap entries at `a` and `b`, and their positions in the slots.
+    fn swap(&mut self, slots: &mut [Slot], a: usize, b: usize) {
+        self.late.swap(a, b);
+        slots[self.late[a] as usize].late = a as u32;
+        slots[self.late[b] as usize].late = b as u32;
+    }
+
+    fn sift_up(&mut self, slots: &mut [Slot], mut pos: usize) {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if self.seq_at(slots, parent) <= self.seq_at(slots, pos) {
+                break;
+            }
+            self.swap(slots, parent, pos);
+            pos = parent;
+        }
+    }
+
+    fn sift_down(&mut self, slots: &mut [Slot], mut pos: usize) {
+        loop {
+            let left = 2 * pos + 1;
+            if left >= self.late.len() {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < self.late.len() && self.seq_at(slots, right) < self.seq_at(slots, left) {
+                right
+            } else {
+                left
+            };
+            if self.seq_at(slots, pos) <= self.seq_at(slots, child) {
+                break;
+            }
+            self.swap(slots, pos, child);
+            pos = child;
         }
     }
 }
@@ -594,7 +838,7 @@ impl Walk {
 
 #[cfg(test)]
 mod tests {
-    use super::{LeastConn, Order, Tried};
+    use super::{LeastConn, Order, Slot, State, Tried, NIL};
     use crate::balancer::{lock, ActiveCounter, Algorithm, Balancer, Lease, PickKey, WEIGHT_MAX};
     use proptest::prelude::*;
     use std::sync::Arc;
@@ -604,6 +848,12 @@ mod tests {
             Some(lease) => lease,
             None => panic!("no backend available"),
         }
+    }
+
+    #[test]
+    fn a_slot_fits_in_half_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::align_of::<Slot>(), 32);
     }
 
     #[test]
@@ -776,6 +1026,80 @@ mod tests {
         ]
     }
 
+    /// Checks the structure of the order against the slots: every available backend is
+    /// in it exactly once under its key; in the buckets, every list is linked both ways
+    /// in ascending sequence order, every late heap is a heap whose positions the slots
+    /// record, and every class's head and `low` are its least loaded backend's.
+    fn check(state: &State) {
+        let available: Vec<usize> = (0..state.slots.len()).filter(|&i| state.slots[i].weight > 0).collect();
+        match &state.order {
+            Order::Tree(set) => {
+                let expected: Vec<(usize, u64, u64)> = available
+                    .iter()
+                    .map(|&i| (i, state.slots[i].active, state.slots[i].seq))
+                    .collect();
+                let mut held: Vec<(usize, u64, u64)> = set.iter().map(|l| (l.idx, l.active, l.seq)).collect();
+                held.sort_unstable();
+                assert_eq!(held, expected);
+            }
+            Order::Buckets(buckets) => {
+                let slots = &state.slots;
+                let mut seen = vec![0usize; slots.len()];
+                for class in &buckets.classes {
+                    let mut live = 0;
+                    let mut least: Option<(usize, u64, usize)> = None;
+                    for (count, bucket) in class.buckets.iter().enumerate() {
+                        let mut members: Vec<usize> = Vec::new();
+                        let (mut prev, mut at) = (NIL, bucket.first);
+                        while at != NIL {
+                            let slot = &slots[at as usize];
+                            assert_eq!(slot.prev, prev, "backward link of {at}");
+                            assert_eq!(slot.late, NIL, "{at} is listed, not late");
+                            if prev != NIL {
+                                assert!(slots[prev as usize].seq < slot.seq, "list out of order at {at}");
+                            }
+                            members.push(at as usize);
+                            (prev, at) = (at, slot.next);
+                        }
+                        assert_eq!(bucket.last, prev, "last of bucket {count}");
+                        for (pos, &idx) in bucket.late.iter().enumerate() {
+                            assert_eq!(slots[idx as usize].late as usize, pos, "heap position of {idx}");
+                            if pos > 0 {
+                                let parent = bucket.late[(pos - 1) / 2] as usize;
+                                assert!(slots[parent].seq < slots[idx as usize].seq, "heap order at {idx}");
+                            }
+                            members.push(idx as usize);
+                        }
+                        for &idx in &members {
+                            assert_eq!(slots[idx].active, count as u64, "count of {idx}");
+                            assert_eq!(slots[idx].weight, class.weight, "weight of {idx}");
+                            seen[idx] += 1;
+                            let key = (count, slots[idx].seq, idx);
+                            if least.is_none_or(|(c, s, _)| (count, slots[idx].seq) < (c, s)) {
+                                least = Some(key);
+                            }
+                        }
+                        live += members.len();
+                    }
+                    assert_eq!(class.live, live, "backends of weight {}", class.weight);
+                    match least {
+                        None => assert_eq!(class.head, NIL),
+                        Some((count, seq, idx)) => {
+                            assert_eq!((class.low, class.head_seq, class.head as usize), (count, seq, idx));
+                        }
+                    }
+                }
+                for (idx, &times) in seen.iter().enumerate() {
+                    assert_eq!(
+                        times,
+                        usize::from(slots[idx].weight > 0),
+                        "backend {idx} in the buckets"
+                    );
+                }
+            }
+        }
+    }
+
     /// Runs `ops` on a `LeastConn` built on this thread, returning every claim.
     fn run(weights: &[u32], ops: &[Op], tree: bool) -> Vec<Option<usize>> {
         super::FORCE_TREE.with(|force| force.set(tree));
@@ -822,10 +1146,12 @@ mod tests {
                     }
                 }
             }
+            check(&lock(&lc.state));
         }
         for idx in held {
             lc.release(idx, &counters);
         }
+        check(&lock(&lc.state));
         for idx in foreign {
             counters[idx].release();
         }
@@ -844,6 +1170,33 @@ mod tests {
         fn buckets_pick_as_the_ordered_set(
             weights in prop::collection::vec(prop_oneof![Just(0), 1..=4u32, 1..=WEIGHT_MAX], 1..=12),
             ops in prop::collection::vec(op(), 0..150),
+        ) {
+            prop_assert_eq!(run(&weights, &ops, false), run(&weights, &ops, true));
+        }
+    }
+
+    /// Steps for pools of up to [`LARGE_POOL`] backends with weights 1 to 4 (always
+    /// bucketed): mostly picks and releases, so that buckets hold many backends and
+    /// releases out of pick order fill deep late heaps.
+    const LARGE_POOL: usize = 96;
+
+    fn large_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (1usize..4).prop_map(Op::Pick),
+            7 => any::<usize>().prop_map(Op::Drop),
+            1 => prop::collection::vec(prop_oneof![1 => Just(0), 6 => 1..=4u32], LARGE_POOL).prop_map(Op::Reweigh),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, up)| Op::Foreign(i, up)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// As above, in larger pools with few distinct weights.
+        #[test]
+        fn buckets_pick_as_the_ordered_set_in_larger_pools(
+            weights in prop::collection::vec(1..=4u32, 1..=LARGE_POOL),
+            ops in prop::collection::vec(large_op(), 0..1_000),
         ) {
             prop_assert_eq!(run(&weights, &ops, false), run(&weights, &ops, true));
         }

@@ -31,7 +31,7 @@
 //! |---------------------|---------------------|--------------------|--------------------------------|
 //! | `round-robin`       | [`round_robin`]     | O(1)               | one atomic ticket, swapped plan |
 //! | `weighted`          | [`weighted`]        | O(1) with a precomputed period, else O(log n) amortized | precomputed period in a swapped plan, or Pfair schedule, Mutex |
-//! | `least-connections` | [`least_conn`]      | O(1) amortized with few distinct weights, else O(log n) | queues or ordered set, Mutex |
+//! | `least-connections` | [`least_conn`]      | O(1) with few distinct weights (O(log m) to re-key out of pick order), else O(log n) | intrusive lists per weight and count, or ordered set, Mutex |
 //! | `power-of-two`      | [`power_of_two`]    | O(1)               | the active counters, swapped plan |
 //! | `consistent-hash`   | [`consistent_hash`] | O(1)               | Maglev table in a swapped plan |
 //!
