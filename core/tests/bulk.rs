@@ -95,22 +95,33 @@ fn start_http_sink() -> SocketAddr {
     addr
 }
 
-/// Sends `bytes` as the body of one POST to `addr` and waits for the sink's count;
-/// seconds taken.
-fn transfer_http(addr: SocketAddr, bytes: u64) -> f64 {
-    let mut s = TcpStream::connect(addr).expect("connect");
+/// A connection to `addr` whose reads and writes give up after [`TRANSFER_LIMIT`].
+fn connect_bounded(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
     s.set_write_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
+    s
+}
+
+/// Writes `bytes` bytes of filler in [`CHUNK`]-sized writes.
+fn send_filler(s: &mut TcpStream, bytes: u64) {
     let buf = vec![0x5a_u8; CHUNK];
-    let start = Instant::now();
-    let head = format!("POST /bulk HTTP/1.1\r\nHost: sink\r\nConnection: close\r\nContent-Length: {bytes}\r\n\r\n");
-    s.write_all(head.as_bytes()).expect("write");
     let mut left = bytes;
     while left > 0 {
         let k = left.min(CHUNK as u64) as usize;
         s.write_all(&buf[..k]).expect("write");
         left -= k as u64;
     }
+}
+
+/// Sends `bytes` as the body of one POST to `addr` and waits for the sink's count;
+/// seconds taken.
+fn transfer_http(addr: SocketAddr, bytes: u64) -> f64 {
+    let mut s = connect_bounded(addr);
+    let start = Instant::now();
+    let head = format!("POST /bulk HTTP/1.1\r\nHost: sink\r\nConnection: close\r\nContent-Length: {bytes}\r\n\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    send_filler(&mut s, bytes);
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("the response");
     let secs = start.elapsed().as_secs_f64();
@@ -130,17 +141,9 @@ fn transfer_http(addr: SocketAddr, bytes: u64) -> f64 {
 
 /// Sends `bytes` to `addr`, half-closes and waits for the sink's count; seconds taken.
 fn transfer(addr: SocketAddr, bytes: u64) -> f64 {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
-    s.set_write_timeout(Some(TRANSFER_LIMIT)).expect("timeout");
-    let buf = vec![0x5a_u8; CHUNK];
+    let mut s = connect_bounded(addr);
     let start = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let k = left.min(CHUNK as u64) as usize;
-        s.write_all(&buf[..k]).expect("write");
-        left -= k as u64;
-    }
+    send_filler(&mut s, bytes);
     s.shutdown(Shutdown::Write).expect("half-close");
     let mut count = [0u8; 8];
     s.read_exact(&mut count).expect("the sink's count");
