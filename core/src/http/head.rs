@@ -664,9 +664,7 @@ pub fn parse_request_into(
     };
     let expect_continue = s.expect_continue;
     let fields = s.fields;
-    let mut raw = std::mem::take(&mut out.raw);
-    raw.clear();
-    raw.extend_from_slice(head);
+    let raw = refill(&mut out.raw, head);
 
     *out = RequestHead {
         head_len,
@@ -682,6 +680,14 @@ pub fn parse_request_into(
         fields,
     };
     Ok(true)
+}
+
+/// A copy of `bytes` in the allocation `old` held (taken from it).
+fn refill(old: &mut Vec<u8>, bytes: &[u8]) -> Vec<u8> {
+    let mut v = std::mem::take(old);
+    v.clear();
+    v.extend_from_slice(bytes);
+    v
 }
 
 /// An incomplete request head is refused early once it can no longer fit: 414 when the
@@ -917,9 +923,7 @@ pub fn parse_response_into(
         None => None,
     };
     let fields = s.fields;
-    let mut raw = std::mem::take(&mut out.raw);
-    raw.clear();
-    raw.extend_from_slice(head);
+    let raw = refill(&mut out.raw, head);
 
     *out = ResponseHead {
         head_len,
