@@ -11,7 +11,9 @@
 //! arrive byte-exact, both ways at once; reads append to what a buffer holds and refuse a
 //! full one; connect refused, and connect timed out against a black hole; a read or an
 //! accept that loses to a timeout leaves nothing behind (the stream closes cleanly, the
-//! listener and the worker go on); hundreds of connections at once. After every test on
+//! listener and the worker go on); hundreds of connections at once; input arriving on an
+//! idle stream (bytes, or a FIN) is seen at once by `input_pending_now`, and by the cheap
+//! `input_pending` (readiness, or the io_uring watch) within a few turns of the loop. After every test on
 //! io_uring, each operation the test started must have come back from the kernel.
 // Tests bound their waits with the real clock and fill a listen queue with a std socket.
 #![allow(clippy::disallowed_methods)]
@@ -142,6 +144,7 @@ conformance!(
     an_accept_that_loses_to_a_timeout_leaves_the_listener_working,
     reads_losing_races_at_every_moment_leave_nothing_behind,
     hundreds_of_connections_at_once,
+    idle_input_is_seen_now_and_within_a_few_turns,
 );
 
 #[cfg(target_os = "linux")]
@@ -488,5 +491,59 @@ async fn hundreds_of_connections_at_once<E: Backend>(env: E) {
     }
     while checked.get() < CONNECTIONS || served.get() < CONNECTIONS {
         env.sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the HTTP pool asks of an idle backend connection: after one exchange the stream
+/// sits idle, watched; nothing pending. Then the peer (a plain socket on another thread)
+/// writes a byte and closes, or only closes, while this worker is busy (the thread
+/// sleeps, the loop does not turn): `input_pending_now` sees it at once; the cheap
+/// `input_pending` may lag, but sees it within a few turns of the loop.
+async fn idle_input_is_seen_now_and_within_a_few_turns<E: Backend>(env: E) {
+    use std::io::{Read, Write};
+    for late in [&b"x"[..], b""] {
+        let peer = std::net::TcpListener::bind(loopback()).expect("bind peer");
+        let addr = peer.local_addr().expect("peer address");
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let late_bytes = late.to_vec();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = peer.accept().expect("accept");
+            let mut req = [0u8; 3];
+            s.read_exact(&mut req).expect("request");
+            s.write_all(b"reply").expect("reply");
+            // Until the test says so; a dropped sender ends the wait too.
+            let _ = wait.recv_timeout(TEST_LIMIT);
+            s.write_all(&late_bytes).expect("late bytes");
+            // Dropped: FIN.
+        });
+        let (mut r, mut w) = env.connect(addr).await.expect("connect").into_split();
+        write_bytes(&mut w, b"req").await.expect("request");
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let (res, buf) = r.read(IoBuf::with_capacity(16)).await;
+            assert!(res.expect("reply") > 0, "EOF before the reply");
+            got.extend_from_slice(buf.bytes());
+        }
+        assert_eq!(got, b"reply");
+        r.watch_input();
+        env.sleep(Duration::from_millis(10)).await;
+        assert!(!r.input_pending(), "nothing arrived yet (late {late:?})");
+        assert!(!r.input_pending_now(), "nothing arrived yet (late {late:?})");
+        go.send(()).expect("peer thread");
+        t.join().expect("peer thread");
+        // Busy: the bytes and the FIN are in the socket, the loop has not turned.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            r.input_pending_now(),
+            "input_pending_now missed the peer's input (late {late:?})"
+        );
+        let deadline = std::time::Instant::now() + PEER_SEES_END_LIMIT;
+        while !r.input_pending() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "input_pending never saw the peer's input (late {late:?})"
+            );
+            env.sleep(Duration::from_millis(1)).await;
+        }
     }
 }

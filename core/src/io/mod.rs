@@ -127,6 +127,17 @@ pub trait OwnedRead: 'static {
         false
     }
 
+    /// [`input_pending`](OwnedRead::input_pending) as of now, not as of the event
+    /// loop's last turn: the cheap answer first, then, where it says nothing arrived,
+    /// a one-byte `MSG_PEEK` (a system call). The cheap answer lags by up to one turn
+    /// of the worker's event loop (the reactor's readiness, the ring's completions), so
+    /// a connection the backend closed during a busy turn still looks idle to it; the
+    /// HTTP proxy asks this instead when the request could not be sent again should the
+    /// connection turn out closed. The default is `input_pending`.
+    fn input_pending_now(&mut self) -> bool {
+        self.input_pending()
+    }
+
     /// Starts watching for input while the stream sits idle, so that a later
     /// [`input_pending`](OwnedRead::input_pending) can answer without a system call.
     /// The HTTP proxy calls it when a backend connection goes into the pool. The next

@@ -208,6 +208,10 @@ impl OwnedRead for TokioReadHalf {
         peeked.is_ok()
     }
 
+    fn input_pending_now(&mut self) -> bool {
+        self.input_pending() || super::socket_input_pending(SockRef::from(self.inner.as_ref()))
+    }
+
     #[cfg(target_os = "linux")]
     fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<super::Splice<'a>> {
         Some(super::Splice::tokio(self.inner.as_ref(), tcp_of(dst)?))

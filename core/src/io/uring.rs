@@ -1444,6 +1444,10 @@ impl OwnedRead for UringReadHalf {
         }
     }
 
+    fn input_pending_now(&mut self) -> bool {
+        self.input_pending() || super::socket_input_pending(self.sock.socket_ref())
+    }
+
     fn watch_input(&mut self) {
         if self.watch.is_some() {
             return;

@@ -312,25 +312,35 @@ impl<E: Env> Upstreams<E> {
     }
 
     /// An idle connection to `addr` younger than `max_idle` on a backend that is not
-    /// draining; older ones met on the way are closed.
-    fn checkout(&self, addr: SocketAddr, now: Instant, max_idle: Duration) -> Option<(Rd<E>, Wr<E>)> {
+    /// draining; older ones met on the way are closed. With `sure`, whether the backend
+    /// closed or wrote to a connection is checked as of now (a system call each, see
+    /// [`OwnedRead::input_pending_now`]); without, as of the event loop's last turn,
+    /// for a request that is sent again on a fresh connection should it meet a closed
+    /// one (RELIABILITY C7).
+    fn checkout(&self, addr: SocketAddr, now: Instant, max_idle: Duration, sure: bool) -> Option<(Rd<E>, Wr<E>)> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let before = list.len();
-        let found = Self::take_usable(list, now, max_idle);
+        let found = Self::take_usable(list, now, max_idle, sure);
         self.recount(before, list.len());
         found
     }
 
     /// Pops the most recent usable connection of `list`, dropping unusable ones.
-    fn take_usable(list: &mut Vec<Pooled<E>>, now: Instant, max_idle: Duration) -> Option<(Rd<E>, Wr<E>)> {
+    fn take_usable(list: &mut Vec<Pooled<E>>, now: Instant, max_idle: Duration, sure: bool) -> Option<(Rd<E>, Wr<E>)> {
         while let Some(mut p) = list.pop() {
             // A connection on which the backend closed, reset or sent unasked-for bytes
             // while it was idle is dropped: those bytes must never be read as the next
             // request's response.
-            if now.saturating_duration_since(p.since) < max_idle && p.drain.deadline().is_none() && !p.r.input_pending()
-            {
-                return Some((p.r, p.w));
+            if now.saturating_duration_since(p.since) < max_idle && p.drain.deadline().is_none() {
+                let pending = if sure {
+                    p.r.input_pending_now()
+                } else {
+                    p.r.input_pending()
+                };
+                if !pending {
+                    return Some((p.r, p.w));
+                }
             }
         }
         None
@@ -801,7 +811,11 @@ async fn exchange<E: Env>(
             let pooled = if fresh_tried {
                 None
             } else {
-                upstreams.checkout(target.addr, now, s.timeouts.pool_idle)
+                // A request that C7 would send again on a fresh connection can take
+                // the cheap check; one that could not be sent again (not idempotent,
+                // not buffered, no retry left) pays a peek to be sure.
+                let sure = !(out.replayable && head.is_idempotent() && retries_left > 0);
+                upstreams.checkout(target.addr, now, s.timeouts.pool_idle, sure)
             };
             let reused = pooled.is_some();
             let (br, bw) = match pooled {
