@@ -100,8 +100,8 @@ struct Cli {
     /// always copies.
     #[arg(long, value_enum, default_value_t = SpliceChoice::Auto)]
     splice: SpliceChoice,
-    /// With --splice auto: bytes a direction copies before it splices, e.g. "64KiB"
-    /// (0: from the first byte).
+    /// With --splice auto: bytes a direction copies before it splices, once a read fills
+    /// its buffer (bulk, not small messages), e.g. "64KiB" (0: from the first byte).
     #[arg(long, value_name = "SIZE", default_value = "64KiB")]
     splice_after: String,
     /// With --splice auto: the size asked of each pipe, e.g. "256KiB" (the kernel's

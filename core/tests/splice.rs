@@ -103,6 +103,7 @@ on_both_backends!(
     spliced_activity_keeps_the_connection_out_of_the_idle_timeout,
     idle_spliced_connection_is_cut_and_its_clean_pipes_are_reused,
     pipe_of_an_abandoned_splice_is_never_reused,
+    small_messages_past_the_threshold_are_copied,
 );
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
@@ -649,4 +650,72 @@ async fn pipe_of_an_abandoned_splice_is_never_reused<E: Env>(env: E) {
     assert_same("through the next pipe", &got, &data);
     pool.give(pipe);
     assert_eq!(pool.idle(), 1);
+}
+
+/// Reads exactly `n` bytes (fewer only at EOF).
+async fn read_n<R: OwnedRead>(r: &mut R, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let (res, buf) = r.read(IoBuf::with_capacity(n - out.len())).await;
+        match res.expect("read") {
+            0 => break,
+            _ => out.extend_from_slice(buf.bytes()),
+        }
+    }
+    out
+}
+
+/// Splice-auto splices bulk, not chatter: a connection that carries small requests and
+/// replies (200 round trips of 64 bytes each way, 12,800 bytes, past a 1 KiB threshold)
+/// never fills a buffer, so it keeps copying: no pipe is taken, and the counts are
+/// exact. (A pipe round trip per small message cost more than the copy: on io_uring each
+/// splice runs on a kernel worker thread.)
+async fn small_messages_past_the_threshold_are_copied<E: Env>(env: E) {
+    const ROUNDS: usize = 200;
+    const SIZE: usize = 64;
+    let splice = SpliceSettings {
+        after: 1024,
+        ..SpliceSettings::default()
+    };
+    let (mut rig, listener) = rig(env.clone(), Some(splice)).await;
+    let outcomes = serve(&rig, listener, 1);
+    let proxy_addr = rig.proxy_addr;
+    let backend = &mut rig.backend;
+    let client = async {
+        let c = env.connect(proxy_addr).await.expect("client connect");
+        let (mut r, mut w) = c.into_split();
+        for i in 0..ROUNDS {
+            let msg = pattern(i as u64, SIZE);
+            send_all(&mut w, &msg).await.expect("client write");
+            assert_same("echo", &read_n(&mut r, SIZE).await, &msg);
+        }
+        w.shutdown().await.expect("client shutdown");
+        let (rest, res) = read_to_end(&mut r).await;
+        res.expect("client read");
+        assert!(rest.is_empty(), "nothing after the echoes");
+    };
+    let echo = async {
+        let (s, _) = backend.accept().await.expect("backend accept");
+        let (mut r, mut w) = s.into_split();
+        for _ in 0..ROUNDS {
+            let got = read_n(&mut r, SIZE).await;
+            send_all(&mut w, &got).await.expect("backend write");
+        }
+        let (rest, res) = read_to_end(&mut r).await;
+        res.expect("backend read");
+        assert!(rest.is_empty(), "nothing after the requests");
+        w.shutdown().await.expect("backend shutdown");
+    };
+    join(client, echo).await;
+    let total = (ROUNDS * SIZE) as u64;
+    assert_eq!(
+        outcomes.await.expect("serve"),
+        vec![Outcome::Completed {
+            backend: 0,
+            bytes_up: total,
+            bytes_down: total,
+        }]
+    );
+    let (_, pool) = rig.worker.splice().expect("splicing on");
+    assert_eq!(pool.live(), 0, "no pipe taken: small messages are copied");
 }

@@ -459,12 +459,13 @@ fn routes(config: &Config, pools: &[Arc<Pool>], generation: u64) -> Result<Vec<R
 }
 
 /// Zero-copy forwarding (`--splice auto`): a direction of an L4 connection switches from
-/// copying to splice(2) once it has moved `after` bytes, when both of its streams can
-/// splice (see [`crate::io::OwnedRead::splice_to`]) and the worker has a pipe free.
+/// copying to splice(2) once it has moved `after` bytes and its last read filled the
+/// buffer (bulk, not small messages), when both of its streams can splice (see
+/// [`crate::io::OwnedRead::splice_to`]) and the worker has a pipe free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpliceSettings {
-    /// Bytes a direction moves through the copy path before it splices; 0 splices from
-    /// the first byte.
+    /// Bytes a direction moves through the copy path before it splices (and then only
+    /// once a read fills the buffer); 0 splices from the first byte.
     pub after: u64,
     /// Most pipes one worker holds at once (each is two descriptors); when all are in
     /// use, new directions go on copying.

@@ -365,9 +365,17 @@ pub(super) struct SpliceCtx<'a> {
 }
 
 /// Copies `src` to `dst` until EOF or an error, then passes the FIN on. With `splice`,
-/// switches to splicing once `bytes` reaches its threshold, if the pair can splice and a
-/// pipe is free; the pipe lives in `pipe`, outside this future, so that bytes still in
-/// it are never mistaken for an empty pipe when the future is dropped.
+/// switches to splicing once `bytes` reaches its threshold and the last read filled the
+/// buffer (from the first byte with a threshold of 0), if the pair can splice and a pipe
+/// is free; the pipe lives in `pipe`, outside this future, so that bytes still in it are
+/// never mistaken for an empty pipe when the future is dropped.
+///
+/// The full read is HAProxy's splice-auto heuristic: a direction that fills its buffer
+/// is moving bulk; one that carries small messages (requests and replies on a long
+/// keep-alive connection) passes the byte threshold too, given time, but a pipe round
+/// trip per small message costs more than the copy (io_uring runs each splice on a
+/// kernel worker thread: through one worker, small requests on connections past the
+/// threshold ran at 0.72 of HAProxy's rate, against 1.08 to 1.20 copied).
 #[allow(clippy::too_many_arguments)]
 async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     env: &E,
@@ -379,9 +387,10 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     activity: &Cell<Instant>,
     bytes: &Cell<u64>,
 ) -> DirEnd {
+    let mut last_read_full = false;
     loop {
         if let Some(ctx) = splice {
-            if bytes.get() >= ctx.after {
+            if bytes.get() >= ctx.after && (ctx.after == 0 || last_read_full) {
                 match src.splice_to(dst) {
                     // This pair cannot splice: copy for the rest of the connection.
                     None => splice = None,
@@ -404,9 +413,10 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
                 }
             }
         }
-        let Some(buf) = slot.take() else {
+        let Some(mut buf) = slot.take() else {
             return DirEnd::ReadFailed;
         };
+        let room = buf.spare_capacity();
         let (res, buf) = src.read(buf).await;
         let n = match res {
             Ok(0) => {
@@ -430,6 +440,7 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
             return DirEnd::WriteFailed;
         }
         bytes.set(bytes.get() + n as u64);
+        last_read_full = n >= room;
         activity.set(env.now());
     }
 }
