@@ -24,75 +24,71 @@ use std::time::{Duration, Instant};
 const TRANSFER_LIMIT: Duration = Duration::from_secs(120);
 const CHUNK: usize = 256 * 1024;
 
-/// A sink on a loopback port: per connection, reads to EOF, replies with the count (8
-/// bytes, little endian) and closes.
-fn start_sink() -> SocketAddr {
+/// Serves each connection to a new loopback port on a thread of its own, with `per_conn`.
+fn start_sink_with(per_conn: fn(TcpStream)) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; CHUNK];
-                let mut n: u64 = 0;
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(k) => n += k as u64,
-                        Err(_) => return,
-                    }
-                }
-                let _ = s.write_all(&n.to_le_bytes());
-            });
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || per_conn(s));
         }
     });
     addr
 }
 
-/// An HTTP sink on a loopback port: per connection, one request with a Content-Length
-/// body, read whole and answered with the count of body bytes (8 bytes, little endian,
-/// as the response's body); then the connection closes.
-fn start_http_sink() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-    let addr = l.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; CHUNK];
-                let mut head = Vec::new();
-                // The head, then what came after it is the start of the body.
-                let (len, mut n) = loop {
-                    let Ok(k) = s.read(&mut buf) else { return };
-                    if k == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..k]);
-                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
-                        let Some(len) = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                        else {
-                            return;
-                        };
-                        break (len, (head.len() - end - 4) as u64);
-                    }
-                };
-                while n < len {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k as u64,
-                    }
-                }
-                let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n".to_vec();
-                resp.extend_from_slice(&n.to_le_bytes());
-                let _ = s.write_all(&resp);
-            });
+/// A sink: per connection, reads to EOF, replies with the count (8 bytes, little
+/// endian) and closes.
+fn start_sink() -> SocketAddr {
+    start_sink_with(|mut s| {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n: u64 = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(_) => return,
+            }
         }
-    });
-    addr
+        let _ = s.write_all(&n.to_le_bytes());
+    })
+}
+
+/// An HTTP sink: per connection, one request with a Content-Length body, read whole and
+/// answered with the count of body bytes (8 bytes, little endian, as the response's
+/// body); then the connection closes.
+fn start_http_sink() -> SocketAddr {
+    start_sink_with(|mut s| {
+        let mut buf = vec![0u8; CHUNK];
+        let mut head = Vec::new();
+        // The head, then what came after it is the start of the body.
+        let (len, mut n) = loop {
+            let Ok(k) = s.read(&mut buf) else { return };
+            if k == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..k]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+                let Some(len) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                else {
+                    return;
+                };
+                break (len, (head.len() - end - 4) as u64);
+            }
+        };
+        while n < len {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(k) => n += k as u64,
+            }
+        }
+        let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n".to_vec();
+        resp.extend_from_slice(&n.to_le_bytes());
+        let _ = s.write_all(&resp);
+    })
 }
 
 /// A connection to `addr` whose reads and writes give up after [`TRANSFER_LIMIT`].
