@@ -272,6 +272,19 @@ pub fn start_proxy(config: &str) -> Proxy {
     start_proxy_on(io, config)
 }
 
+/// With `on`, splicing from the first byte through pipes of `BULK_PIPE` (the bulk
+/// benchmark's setting; the default size otherwise).
+fn splice_from_the_first_byte(on: bool) -> Option<SpliceSettings> {
+    on.then(|| SpliceSettings {
+        after: 0,
+        pipe_bytes: std::env::var("BULK_PIPE")
+            .ok()
+            .and_then(|v| gobalancer::config::parse_size(&v).ok())
+            .unwrap_or(SpliceSettings::PIPE_BYTES_DEFAULT),
+        ..SpliceSettings::default()
+    })
+}
+
 /// A one-worker balancer on the backend `io`.
 pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     let config = Config::parse(config, "<test>").unwrap_or_else(|e| panic!("test config: {e}"));
@@ -285,28 +298,14 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
     let thread = match io {
         IoKind::Epoll | IoKind::EpollSplice => spawn_worker("test-proxy".into(), move |env| async move {
             let listener = env.listener_from_std(sock).expect("register proxy");
-            let splice = (io == IoKind::EpollSplice).then_some(SpliceSettings {
-                after: 0,
-                pipe_bytes: std::env::var("BULK_PIPE")
-                    .ok()
-                    .and_then(|v| gobalancer::config::parse_size(&v).ok())
-                    .unwrap_or(SpliceSettings::PIPE_BYTES_DEFAULT),
-                ..SpliceSettings::default()
-            });
+            let splice = splice_from_the_first_byte(io == IoKind::EpollSplice);
             run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
         }),
         #[cfg(target_os = "linux")]
         IoKind::Uring | IoKind::UringSplice => {
             gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
                 let listener = env.listener_from_std(sock).expect("register proxy");
-                let splice = (io == IoKind::UringSplice).then_some(SpliceSettings {
-                    after: 0,
-                    pipe_bytes: std::env::var("BULK_PIPE")
-                        .ok()
-                        .and_then(|v| gobalancer::config::parse_size(&v).ok())
-                        .unwrap_or(SpliceSettings::PIPE_BYTES_DEFAULT),
-                    ..SpliceSettings::default()
-                });
+                let splice = splice_from_the_first_byte(io == IoKind::UringSplice);
                 run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
             })
         }
