@@ -568,7 +568,9 @@ async fn read_head<'w, E: Env>(
     };
     let idle_deadline = env.now() + wait;
     let mut head_deadline: Option<Instant> = None;
-    let mut head = worker.request_heads.take();
+    // Taken from the worker's pool once there are bytes to parse, so that a connection
+    // idling between requests holds no head.
+    let mut head: Option<Kept<'w, RequestHead>> = None;
     loop {
         let Some(buf) = c.buf.as_mut() else {
             return HeadRead::Closed;
@@ -577,8 +579,13 @@ async fn read_head<'w, E: Env>(
             if head_deadline.is_none() {
                 head_deadline = Some(env.now() + s.timeouts.request_head);
             }
-            match http::parse_request_into(buf.bytes(), &limits, s.http.underscores, &mut head) {
-                Ok(true) => return HeadRead::Head(head),
+            let h = head.get_or_insert_with(|| worker.request_heads.take());
+            match http::parse_request_into(buf.bytes(), &limits, s.http.underscores, h) {
+                Ok(true) => {
+                    if let Some(h) = head {
+                        return HeadRead::Head(h);
+                    }
+                }
                 Ok(false) => {}
                 Err(Reject { status, reason }) => return HeadRead::Refuse(status, reason),
             }
