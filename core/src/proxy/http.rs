@@ -536,7 +536,10 @@ pub async fn serve_connection<E: Env>(
                 return HttpOutcome::Aborted { served };
             }
             Next::Upgrade(up) => {
-                tunnel(env, c, *up, &pool, &settings, worker).await;
+                // Boxed: a tunnel's future (two pumps, splice included) is the biggest
+                // of a connection's, and rare; inline, every connection's task would be
+                // sized for it, idle ones included.
+                Box::pin(tunnel(env, c, *up, &pool, &settings, worker)).await;
                 return HttpOutcome::Tunnel { served };
             }
         }
