@@ -1020,17 +1020,21 @@ fn chunked_and_close_delimited_responses_are_reframed() {
     p.assert_counters_return_to_zero();
 }
 
+/// The splicing backends to run `test` on: epoll, and io_uring where it can splice
+/// (skipped, saying why, elsewhere).
+fn splicing_backends(test: &str) -> Vec<common::IoKind> {
+    let mut kinds = vec![common::IoKind::EpollSplice];
+    kinds.extend(common::uring_splice_or_skip(&format!("{test} (io_uring)")));
+    kinds
+}
+
 /// RELIABILITY B8 / issue 7: a Content-Length response body is spliced (zero-copy) from
 /// its first byte after the head when the worker splices (threshold 0 here), on epoll
 /// and on io_uring: every byte arrives, none of what follows the body is taken from the
 /// backend, and the backend connection is reused for the next request.
 #[test]
 fn content_length_bodies_are_spliced_exactly_and_the_connection_is_reused() {
-    let mut kinds = vec![common::IoKind::EpollSplice];
-    if let Some(io) = common::uring_splice_or_skip("content_length_bodies_are_spliced (io_uring)") {
-        kinds.push(io);
-    }
-    for io in kinds {
+    for io in splicing_backends("content_length_bodies_are_spliced") {
         let b = MockBackend::normal("a");
         let p = common::start_proxy_on(io, &http_config(&[b.addr], ""));
         let mut c = Client::connect(p.addr);
@@ -1087,11 +1091,7 @@ fn pattern(seed: usize, n: usize) -> Vec<u8> {
 /// stops in the middle of a spliced body: no complete request reaches the backend.
 #[test]
 fn content_length_request_bodies_are_spliced_exactly() {
-    let mut kinds = vec![common::IoKind::EpollSplice];
-    if let Some(io) = common::uring_splice_or_skip("content_length_request_bodies_are_spliced (io_uring)") {
-        kinds.push(io);
-    }
-    for io in kinds {
+    for io in splicing_backends("content_length_request_bodies_are_spliced") {
         let b = MockBackend::normal("a");
         let p = common::start_proxy_on(io, &http_config(&[b.addr], ""));
         let sizes = [3_000_000usize, 70_000, 65_000, 1, 0, 5_000_001];

@@ -209,7 +209,8 @@ impl OwnedRead for TokioReadHalf {
     }
 
     fn input_pending_now(&mut self) -> bool {
-        self.input_pending() || super::socket_input_pending(SockRef::from(self.inner.as_ref()))
+        // The peek sees the socket as it is; the readiness would only add a second one.
+        super::socket_input_pending(SockRef::from(self.inner.as_ref()))
     }
 
     #[cfg(target_os = "linux")]

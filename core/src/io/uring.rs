@@ -1445,7 +1445,9 @@ impl OwnedRead for UringReadHalf {
     }
 
     fn input_pending_now(&mut self) -> bool {
-        self.input_pending() || super::socket_input_pending(self.sock.socket_ref())
+        // A watch that completed has seen input; otherwise one peek, not the fallback
+        // peek of `input_pending` and another.
+        (self.watch.is_some() && self.input_pending()) || super::socket_input_pending(self.sock.socket_ref())
     }
 
     fn watch_input(&mut self) {

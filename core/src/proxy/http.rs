@@ -233,16 +233,6 @@ impl<T: Reusable> HeadPool<T> {
             pool: self,
         }
     }
-
-    /// Heads kept now.
-    pub fn len(&self) -> usize {
-        self.kept.borrow().len()
-    }
-
-    /// No head kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A head taken from a [`HeadPool`], back in it when dropped.
@@ -572,8 +562,8 @@ async fn read_head<'w, E: Env>(
     let idle_deadline = env.now() + wait;
     let mut head_deadline: Option<Instant> = None;
     // Taken from the worker's pool once there are bytes to parse, so that a connection
-    // idling between requests holds no head.
-    let mut head: Option<Kept<'w, RequestHead>> = None;
+    // idling between requests holds no head; kept across reads of a partial head.
+    let mut partial: Option<Kept<'w, RequestHead>> = None;
     loop {
         let Some(buf) = c.buf.as_mut() else {
             return HeadRead::Closed;
@@ -582,14 +572,10 @@ async fn read_head<'w, E: Env>(
             if head_deadline.is_none() {
                 head_deadline = Some(env.now() + s.timeouts.request_head);
             }
-            let h = head.get_or_insert_with(|| worker.request_heads.take());
-            match http::parse_request_into(buf.bytes(), &limits, s.http.underscores, h) {
-                Ok(true) => {
-                    if let Some(h) = head {
-                        return HeadRead::Head(h);
-                    }
-                }
-                Ok(false) => {}
+            let mut head = partial.take().unwrap_or_else(|| worker.request_heads.take());
+            match http::parse_request_into(buf.bytes(), &limits, s.http.underscores, &mut head) {
+                Ok(true) => return HeadRead::Head(head),
+                Ok(false) => partial = Some(head),
                 Err(Reject { status, reason }) => return HeadRead::Refuse(status, reason),
             }
             if buf.spare_capacity() == 0 {
