@@ -26,10 +26,20 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LOADGEN="$TARGET_DIR/release/loadgen"
 GOBALANCER="$TARGET_DIR/release/gobalancer"
 
+# BENCH_PREBUILT=DIR: gobalancer and loadgen from DIR (scripts/prebuild-peers.sh), nothing
+# built: for a lent benchmark machine without a toolchain.
+PREBUILT=${BENCH_PREBUILT:-}
+if [ -n "$PREBUILT" ]; then
+  LOADGEN="$(cd "$PREBUILT" && pwd)/loadgen"
+  GOBALANCER="$(cd "$PREBUILT" && pwd)/gobalancer"
+fi
+
 require_free_ports "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 3)) $((PORT + 10))
 
-echo "== building gobalancer and loadgen (release)"
-cargo build --release --quiet -p gobalancer --bin gobalancer -p gobalancer-loadgen --bin loadgen
+if [ -z "$PREBUILT" ]; then
+  echo "== building gobalancer and loadgen (release)"
+  cargo build --release --quiet -p gobalancer --bin gobalancer -p gobalancer-loadgen --bin loadgen
+fi
 
 OUT=$(mktemp -d /tmp/gobalancer-bench-io.XXXXXX)
 : >"$OUT/results.tsv"

@@ -95,8 +95,8 @@ struct Cli {
     /// Per-direction buffer size, e.g. "16KiB".
     #[arg(long, value_name = "SIZE")]
     buffer_size: Option<String>,
-    /// Zero-copy L4 forwarding (Linux): `auto` splices a direction once it has moved
-    /// --splice-after bytes (splice(2) on epoll, IORING_OP_SPLICE on io_uring); `off`
+    /// Zero-copy forwarding (Linux): `auto` splices a direction once it has moved
+    /// --splice-after bytes (splice(2); on io_uring as --uring-splice says); `off`
     /// always copies.
     #[arg(long, value_enum, default_value_t = SpliceChoice::Auto)]
     splice: SpliceChoice,
@@ -108,6 +108,11 @@ struct Cli {
     /// default where it refuses more).
     #[arg(long, value_name = "SIZE", default_value = "256KiB")]
     splice_pipe_size: String,
+    /// With --splice auto on io_uring: `syscall` calls splice(2) on the worker when the
+    /// ring's poll says the socket is ready; `op` submits IORING_OP_SPLICE, which the
+    /// kernel runs on an io-wq thread (a hand-off per pipe load: slower).
+    #[arg(long, value_enum, default_value_t = UringSpliceChoice::Syscall)]
+    uring_splice: UringSpliceChoice,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -132,6 +137,24 @@ enum SpliceChoice {
     Auto,
     /// Always copy through user-space buffers.
     Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum UringSpliceChoice {
+    /// splice(2) on the worker thread, readiness by IORING_OP_POLL_ADD.
+    Syscall,
+    /// IORING_OP_SPLICE (Linux 5.7), run by the kernel on io-wq threads.
+    Op,
+}
+
+#[cfg(target_os = "linux")]
+impl UringSpliceChoice {
+    fn method(self) -> uring::SpliceMethod {
+        match self {
+            UringSpliceChoice::Syscall => uring::SpliceMethod::Syscall,
+            UringSpliceChoice::Op => uring::SpliceMethod::Op,
+        }
+    }
 }
 
 /// Largest `--splice-pipe-size`: far above any kernel's `fs.pipe-max-size` default.
@@ -291,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let (io, io_note) = select_io(cli.io)?;
-    let (splice, splice_note) = splice_for(io, splice);
+    let (splice, splice_note) = splice_for(io, splice, cli.uring_splice);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
@@ -367,9 +390,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 worker_main(env, id, socks, live, buffer_size, splice, shutdown)
             }),
             #[cfg(target_os = "linux")]
-            Io::Uring => uring::spawn_worker(name, move |env| {
-                worker_main(env, id, socks, live, buffer_size, splice, shutdown)
-            }),
+            Io::Uring => {
+                let method = cli.uring_splice.method();
+                uring::spawn_worker(name, move |env| {
+                    env.set_splice_method(method);
+                    worker_main(env, id, socks, live, buffer_size, splice, shutdown)
+                })
+            }
         }
         .context("cannot start a worker thread")?;
         threads.push(t);
@@ -392,19 +419,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The splice settings the workers get on backend `io`, and what the start line says of
-/// them: io_uring splices only where its probe finds IORING_OP_SPLICE and POLL_ADD.
-fn splice_for(io: Io, splice: Option<SpliceSettings>) -> (Option<SpliceSettings>, String) {
+/// them: with `--uring-splice op`, io_uring splices only where its probe finds
+/// IORING_OP_SPLICE.
+fn splice_for(
+    io: Io,
+    splice: Option<SpliceSettings>,
+    uring_splice: UringSpliceChoice,
+) -> (Option<SpliceSettings>, String) {
     let Some(s) = splice else {
         return (None, "off".to_string());
     };
+    #[cfg(not(target_os = "linux"))]
+    let _ = uring_splice;
     if !cfg!(target_os = "linux") {
         return (None, "off (splice(2) exists on Linux only)".to_string());
     }
     let how = match io {
         Io::Readiness => "splice(2)".to_string(),
         #[cfg(target_os = "linux")]
-        Io::Uring => match uring::probe_splice() {
-            Ok(()) => format!("IORING_OP_{}", uring::splice_operations().join(" + IORING_OP_")),
+        Io::Uring => match uring::probe_splice(uring_splice.method()) {
+            Ok(()) => uring::splice_description(uring_splice.method()).to_string(),
             Err(e) => return (None, format!("off (the io_uring backend copies: {e})")),
         },
     };

@@ -1,8 +1,9 @@
 //! Benchmark, not a timed test (ignored by default): one bulk transfer (1 GiB by default)
 //! over one connection, directly to a loopback sink and through one-worker L4 proxies
 //! with `--splice auto` (from the first byte) and with `--splice off`, on the epoll
-//! backend and, where io_uring can splice, on the io_uring backend, in alternating
-//! rounds; prints the medians and the ratios to direct.
+//! backend and, where io_uring works, on the io_uring backend (splice on with each
+//! `--uring-splice` method: `syscall` and `op`), in alternating rounds; prints the
+//! medians and the ratios to direct.
 //!
 //! `cargo test --release -p gobalancer --test bulk -- --ignored --nocapture`, with
 //! `BULK_BYTES` (1073741824), `BULK_ROUNDS` (5), `BULK_BUFFER` (the proxy's
@@ -184,16 +185,20 @@ fn bulk_transfer_splice_on_off_and_direct() {
         ("epoll splice on", on.addr),
         ("epoll splice off", off.addr),
     ];
-    // Skipped, saying why, where io_uring cannot splice.
+    // Skipped, saying why, where io_uring cannot run or has no IORING_OP_SPLICE.
     let uring = uring_splice_or_skip("bulk (io_uring)").map(|_| {
         (
             start_proxy_on(IoKind::UringSplice, &cfg),
             start_proxy_on(IoKind::Uring, &cfg),
         )
     });
+    let uring_op = uring_splice_op_or_skip("bulk (io_uring, IORING_OP_SPLICE)").map(|io| start_proxy_on(io, &cfg));
     if let Some((on, off)) = &uring {
         runs.push(("io_uring splice on", on.addr));
         runs.push(("io_uring splice off", off.addr));
+    }
+    if let Some(op) = &uring_op {
+        runs.push(("io_uring splice op", op.addr));
     }
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     for round in 1..=rounds {

@@ -1020,11 +1020,14 @@ fn chunked_and_close_delimited_responses_are_reframed() {
     p.assert_counters_return_to_zero();
 }
 
-/// The splicing backends to run `test` on: epoll, and io_uring where it can splice
-/// (skipped, saying why, elsewhere).
+/// The splicing backends to run `test` on: epoll, and io_uring with each splice method
+/// where it can (skipped, saying why, elsewhere).
 fn splicing_backends(test: &str) -> Vec<common::IoKind> {
     let mut kinds = vec![common::IoKind::EpollSplice];
     kinds.extend(common::uring_splice_or_skip(&format!("{test} (io_uring)")));
+    kinds.extend(common::uring_splice_op_or_skip(&format!(
+        "{test} (io_uring, IORING_OP_SPLICE)"
+    )));
     kinds
 }
 

@@ -59,6 +59,16 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod uring_splice_op {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(io) = super::uring_splice_op_or_skip(concat!("uring_splice_op::", stringify!($name))) {
+                        super::$name(io)
+                    }
+                }
+            )*
+        }
     };
 }
 

@@ -5,9 +5,10 @@
 //! reset mid-splice resets the client; an exhausted pipe pool falls back to copying,
 //! still exact; an idle spliced connection is cut at the idle timeout; a pipe whose
 //! splice was abandoned in flight is never reused. Every test runs on the tokio backend
-//! (`tokio::NAME`, splice(2)) and on io_uring (`uring::NAME`, IORING_OP_SPLICE; skipped,
+//! (`tokio::NAME`, splice(2)) and on io_uring with each splice method (`uring::NAME`,
+//! splice(2) with readiness through the ring; `uring_op::NAME`, IORING_OP_SPLICE; skipped,
 //! saying why, where io_uring cannot splice). The L4 suite also runs with splice on
-//! (`l4.rs`, `splice::NAME` and `uring_splice::NAME`).
+//! (`l4.rs`, `splice::NAME`, `uring_splice::NAME` and `uring_splice_op::NAME`).
 // Tests bound their waits with the real clock.
 #![allow(clippy::disallowed_methods)]
 #![cfg(target_os = "linux")]
@@ -16,7 +17,7 @@ mod common;
 
 use gobalancer::config::Config;
 use gobalancer::io::tokio::{spawn_worker, TokioEnv};
-use gobalancer::io::uring::UringEnv;
+use gobalancer::io::uring::{SpliceMethod, UringEnv};
 use gobalancer::io::{join, BindOptions, Env, IoBuf, Listener, OwnedRead, OwnedWrite, PipePool, SplitMix64, Stream};
 use gobalancer::proxy::tcp::{proxy_connection, Outcome};
 use gobalancer::proxy::{Shared, SpliceSettings, Worker};
@@ -50,14 +51,15 @@ where
     }
 }
 
-/// Runs `body` on an io_uring worker thread like the binary's, bounded by
-/// [`TEST_LIMIT`].
-fn on_uring<F, Fut>(body: F)
+/// Runs `body` on an io_uring worker thread like the binary's, splicing with `method`,
+/// bounded by [`TEST_LIMIT`].
+fn on_uring<F, Fut>(method: SpliceMethod, body: F)
 where
     F: FnOnce(UringEnv) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let h = gobalancer::io::uring::spawn_worker("splice-test-uring".into(), move |env| async move {
+        env.set_splice_method(method);
         if ::tokio::time::timeout(TEST_LIMIT, body(env)).await.is_err() {
             panic!("test hung for {TEST_LIMIT:?}");
         }
@@ -68,8 +70,8 @@ where
     }
 }
 
-/// Generates `tokio::NAME` and `uring::NAME` tests running `NAME(env)` on a worker of
-/// each backend.
+/// Generates `tokio::NAME`, `uring::NAME` and `uring_op::NAME` tests running `NAME(env)`
+/// on a worker of each backend and splice method.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod tokio {
@@ -85,7 +87,17 @@ macro_rules! on_both_backends {
                 #[test]
                 fn $name() {
                     if super::common::uring_splice_or_skip(concat!("uring::", stringify!($name))).is_some() {
-                        super::on_uring(super::$name)
+                        super::on_uring(super::SpliceMethod::Syscall, super::$name)
+                    }
+                }
+            )*
+        }
+        mod uring_op {
+            $(
+                #[test]
+                fn $name() {
+                    if super::common::uring_splice_op_or_skip(concat!("uring_op::", stringify!($name))).is_some() {
+                        super::on_uring(super::SpliceMethod::Op, super::$name)
                     }
                 }
             )*
@@ -566,7 +578,11 @@ async fn pair<E: Env>(env: &E, listener: &mut E::Listener) -> (E::Stream, E::Str
 /// reusing it, and the next pipe carries only its own connection's bytes. On the tokio
 /// backend a splice is a system call that is never in flight across an await.
 async fn pipe_of_an_abandoned_splice_is_never_reused<E: Env>(env: E) {
-    let uring = (&env as &dyn std::any::Any).downcast_ref::<UringEnv>().cloned();
+    // Only IORING_OP_SPLICE can be abandoned in flight; splice(2) is done when it returns.
+    let uring = (&env as &dyn std::any::Any)
+        .downcast_ref::<UringEnv>()
+        .filter(|u| u.splice_method() == SpliceMethod::Op)
+        .cloned();
     let any = "127.0.0.1:0".parse().expect("addr");
     let mut listener = env.bind(any, LISTEN).await.expect("bind");
     let pool = PipePool::new(4, 64 * 1024);

@@ -5,8 +5,8 @@
 //! returns a [`Splice`] between it and a destination half, or `None` when the pair
 //! cannot splice (another backend, another platform, the simulation): the caller then
 //! copies. On Linux both real backends splice: the tokio (epoll) backend with splice(2)
-//! when the socket is ready, the io_uring backend with IORING_OP_SPLICE (see
-//! [`Splice`]).
+//! when the socket is ready, the io_uring backend with splice(2) when its ring says the
+//! socket is ready, or with IORING_OP_SPLICE (see [`Splice`]).
 //!
 //! Pipes come from a bounded per-worker [`PipePool`]. Bytes in a pipe belong to the
 //! connection until they are written: a pipe goes back to the pool only when empty, and
@@ -184,16 +184,20 @@ impl PipePool {
 ///
 /// - **tokio (epoll)**: splice(2) with `SPLICE_F_NONBLOCK` on the nonblocking sockets,
 ///   waiting for readiness on EAGAIN.
-/// - **io_uring**: IORING_OP_SPLICE. The kernel always runs it on an io-wq worker thread,
-///   where a splice from a blocking socket would wait for data and hold that thread for
-///   as long as the connection idles. So the two sockets are put in O_NONBLOCK mode when
-///   they first splice, the splice carries `SPLICE_F_NONBLOCK`, and an EAGAIN waits for
-///   readiness with IORING_OP_POLL_ADD (POLLIN to fill, POLLOUT to flush) before the next
-///   try; a flush that moved less than the pipe held polls before the next one. A fill is
-///   hard-linked to a flush of the same pipe load (IOSQE_IO_HARDLINK), which io-wq runs
-///   right after it: one round trip through the ring per load instead of two, and the
-///   next [`Splice::flush`] reports what that linked flush moved. Should O_NONBLOCK not be
-///   settable, every splice polls first and none is linked.
+/// - **io_uring**, as the worker's [`SpliceMethod`](super::uring::SpliceMethod) says. The
+///   two sockets are put in O_NONBLOCK mode when they first splice, every splice carries
+///   `SPLICE_F_NONBLOCK`, and an EAGAIN waits for readiness with IORING_OP_POLL_ADD
+///   (POLLIN to fill, POLLOUT to flush) before the next try.
+///   - `Syscall` (the default): splice(2) on the worker thread, as on epoll but with the
+///     ring's poll for readiness. Should O_NONBLOCK not be settable, the splice uses `Op`.
+///   - `Op`: IORING_OP_SPLICE. The kernel always runs it on an io-wq worker thread, where
+///     a splice from a blocking socket would wait for data and hold that thread for as
+///     long as the connection idles (hence O_NONBLOCK). A flush that moved less than the
+///     pipe held polls before the next one. A fill is hard-linked to a flush of the same
+///     pipe load (IOSQE_IO_HARDLINK), which io-wq runs right after it: one round trip
+///     through the ring per load instead of two, and the next [`Splice::flush`] reports
+///     what that linked flush moved. Should O_NONBLOCK not be settable, every splice
+///     polls first and none is linked.
 pub struct Splice<'a> {
     inner: Inner<'a>,
 }
@@ -206,6 +210,9 @@ enum Inner<'a> {
     },
     Uring {
         ops: super::uring::UringSplice<'a>,
+        /// splice(2) on this thread (`Syscall`, with both sockets in O_NONBLOCK mode)
+        /// rather than IORING_OP_SPLICE.
+        now: bool,
         /// Wait for the source to be readable before the next fill.
         poll_src: bool,
         /// Wait for the destination to be writable before the next flush.
@@ -239,9 +246,11 @@ impl<'a> Splice<'a> {
     /// A splice through the io_uring driver (see [`super::uring`]).
     #[cfg(target_os = "linux")]
     pub(crate) fn uring(ops: super::uring::UringSplice<'a>) -> Splice<'a> {
+        let now = ops.method() == super::uring::SpliceMethod::Syscall && ops.src_nonblocking() && ops.dst_nonblocking();
         Splice {
             inner: Inner::Uring {
                 ops,
+                now,
                 poll_src: false,
                 poll_dst: false,
                 linked: None,
@@ -267,6 +276,29 @@ impl<'a> Splice<'a> {
                 Inner::Tokio { src, .. } => tokio_fill(src, pipe, max).await,
                 Inner::Uring {
                     ops,
+                    now: true,
+                    poll_src,
+                    ..
+                } => loop {
+                    if *poll_src {
+                        // Dropping this wait moves no byte: the pipe stays reusable.
+                        ops.src_readable().await?;
+                    }
+                    match ops.fill_now(&pipe.write, pipe.capacity.min(max)) {
+                        Ok(n) => {
+                            pipe.pending += n;
+                            *poll_src = false;
+                            return Ok(n);
+                        }
+                        // The pipe is empty, so EAGAIN means the socket has nothing.
+                        Err(e) if is_eagain(&e) => *poll_src = true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                },
+                Inner::Uring {
+                    ops,
+                    now: false,
                     poll_src,
                     poll_dst,
                     linked,
@@ -325,7 +357,33 @@ impl<'a> Splice<'a> {
             match &mut self.inner {
                 Inner::Tokio { dst, .. } => tokio_flush(dst, pipe).await,
                 Inner::Uring {
-                    ops, poll_dst, linked, ..
+                    ops,
+                    now: true,
+                    poll_dst,
+                    ..
+                } => loop {
+                    if *poll_dst {
+                        ops.dst_writable().await?;
+                    }
+                    match ops.drain_now(&pipe.read, pipe.pending) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            pipe.pending = pipe.pending.saturating_sub(n);
+                            *poll_dst = false;
+                            return Ok(n);
+                        }
+                        // The pipe holds bytes, so EAGAIN means the socket is full.
+                        Err(e) if is_eagain(&e) => *poll_dst = true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                },
+                Inner::Uring {
+                    ops,
+                    now: false,
+                    poll_dst,
+                    linked,
+                    ..
                 } => loop {
                     let len = pipe.pending;
                     match linked.take() {

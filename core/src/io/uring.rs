@@ -50,22 +50,31 @@
 //! accepted and connected sockets are left (or put) in blocking mode; no thread ever
 //! blocks on them, since every operation on them goes through the ring.
 //!
-//! The exception is splicing ([`Splice`]): IORING_OP_SPLICE always runs
-//! on an io-wq worker thread, where a blocking socket would hold the thread while it
-//! waits, so a socket is put in O_NONBLOCK mode when it first splices. Its recv and send
-//! then handle an EAGAIN from such a kernel themselves: they wait for readiness with
-//! IORING_OP_POLL_ADD and try again, never handing EAGAIN to the caller.
+//! The exception is splicing ([`Splice`]): splice(2) on the worker thread must not block,
+//! and IORING_OP_SPLICE always runs on an io-wq worker thread, where a blocking socket
+//! would hold the thread while it waits; so a socket is put in O_NONBLOCK mode when it
+//! first splices. Its recv and send then handle an EAGAIN from such a kernel themselves:
+//! they wait for readiness with IORING_OP_POLL_ADD and try again, never handing EAGAIN to
+//! the caller.
 //!
 //! # Splice
 //!
-//! A read half splices to a write half of this backend ([`OwnedRead::splice_to`]) when
-//! the worker's ring has IORING_OP_SPLICE (Linux 5.7) and IORING_OP_POLL_ADD; otherwise
-//! `splice_to` says `None` and the caller copies. io-wq looks a splice's descriptors up
-//! when it runs the operation, not when it is submitted: a descriptor closed meanwhile
-//! and its number reused would splice another file's bytes. So the slot of a splice
-//! holds both descriptors (the socket's and the pipe end's, shared through an `Rc`) until
-//! the completion, and a socket or a pipe dropped while an abandoned splice still names
-//! it is closed only then.
+//! A read half splices to a write half of this backend ([`OwnedRead::splice_to`]) in one
+//! of two ways, the worker's [`SpliceMethod`] (`--uring-splice`):
+//!
+//! - **`syscall`** (the default): splice(2), nonblocking, called on the worker thread;
+//!   when it says EAGAIN the socket is waited for with IORING_OP_POLL_ADD through the
+//!   ring. The kernel cannot run a splice inline from the ring (it hands every
+//!   IORING_OP_SPLICE to an io-wq thread), so this is the way with no thread hand-off:
+//!   1 GiB through one connection ran at 1.02 of a direct loopback transfer this way and
+//!   at 0.76 with IORING_OP_SPLICE in the same run (16 cores, bench/RESULTS.md).
+//! - **`op`**: IORING_OP_SPLICE (Linux 5.7), a fill of the pipe hard-linked to its flush.
+//!   io-wq looks a splice's descriptors up when it runs the operation, not when it is
+//!   submitted: a descriptor closed meanwhile and its number reused would splice another
+//!   file's bytes. So the slot of a splice holds both descriptors (the socket's and the
+//!   pipe end's, shared through an `Rc`) until the completion, and a socket or a pipe
+//!   dropped while an abandoned splice still names it is closed only then. Where the
+//!   worker's ring lacks the operation, `splice_to` says `None` and the caller copies.
 //!
 //! # One ring, one thread
 //!
@@ -121,7 +130,7 @@ const SUBMIT_FAILURE_LOG_EVERY: u64 = 1024;
 const UNTRACKED: u64 = u64::MAX;
 
 /// The operations this backend submits, with the Linux version that brought each.
-const REQUIRED_OPS: [(u8, &str, &str); 7] = [
+const REQUIRED_OPS: [(u8, &str, &str); 8] = [
     (opcode::Accept::CODE, "ACCEPT", "5.5"),
     (opcode::Connect::CODE, "CONNECT", "5.5"),
     (opcode::Recv::CODE, "RECV", "5.6"),
@@ -129,13 +138,24 @@ const REQUIRED_OPS: [(u8, &str, &str); 7] = [
     (opcode::Shutdown::CODE, "SHUTDOWN", "5.11"),
     (opcode::Close::CODE, "CLOSE", "5.6"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL", "5.5"),
-];
-
-/// The operations a splice submits ([`probe_splice`]); without them the backend copies.
-const SPLICE_OPS: [(u8, &str, &str); 2] = [
-    (opcode::Splice::CODE, "SPLICE", "5.7"),
     (opcode::PollAdd::CODE, "POLL_ADD", "5.1"),
 ];
+
+/// The operations [`SpliceMethod::Op`] submits besides [`REQUIRED_OPS`] ([`probe_splice`]);
+/// without them that method copies.
+const SPLICE_OPS: [(u8, &str, &str); 1] = [(opcode::Splice::CODE, "SPLICE", "5.7")];
+
+/// How an io_uring worker moves the bytes of a splice (`--uring-splice`; see the module
+/// documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpliceMethod {
+    /// splice(2) on the worker thread, nonblocking, waiting for readiness with
+    /// IORING_OP_POLL_ADD: no thread hand-off per pipe load.
+    #[default]
+    Syscall,
+    /// IORING_OP_SPLICE, which the kernel runs on an io-wq worker thread.
+    Op,
+}
 
 /// Why the io_uring backend cannot run on this machine.
 #[derive(Debug, thiserror::Error)]
@@ -168,9 +188,12 @@ pub fn required_operations() -> Vec<&'static str> {
     REQUIRED_OPS.iter().map(|(_, name, _)| *name).collect()
 }
 
-/// The operations this backend splices with (`--splice auto`), by their io_uring names.
-pub fn splice_operations() -> Vec<&'static str> {
-    SPLICE_OPS.iter().map(|(_, name, _)| *name).collect()
+/// How `method` splices (`--splice auto`), for the start line.
+pub fn splice_description(method: SpliceMethod) -> &'static str {
+    match method {
+        SpliceMethod::Syscall => "splice(2) on the worker, readiness by IORING_OP_POLL_ADD",
+        SpliceMethod::Op => "IORING_OP_SPLICE + IORING_OP_POLL_ADD",
+    }
 }
 
 /// The operations of `ops` that `probe` lacks, as "NAME (Linux VERSION)".
@@ -193,10 +216,15 @@ pub fn probe() -> Result<(), UringUnavailable> {
     on_probe_thread(probe_on_this_thread)
 }
 
-/// Checks that this backend can splice here ([`splice_operations`]), the way [`probe`]
-/// checks that it can run. Where it cannot, io_uring workers copy; each worker's ring
-/// also checks for itself, so a worker never submits an operation its kernel lacks.
-pub fn probe_splice() -> Result<(), UringUnavailable> {
+/// Checks that this backend can splice here with `method`, the way [`probe`] checks that
+/// it can run: [`SpliceMethod::Syscall`] needs nothing more than the backend itself,
+/// [`SpliceMethod::Op`] needs IORING_OP_SPLICE. Where it cannot, io_uring workers copy;
+/// each worker's ring also checks for itself, so a worker never submits an operation its
+/// kernel lacks.
+pub fn probe_splice(method: SpliceMethod) -> Result<(), UringUnavailable> {
+    if method == SpliceMethod::Syscall {
+        return Ok(());
+    }
     on_probe_thread(|| {
         let ring = build_ring().map_err(classify_setup_error)?;
         let mut probe = Probe::new();
@@ -656,8 +684,10 @@ struct Driver {
     /// Declared (so dropped) first: deregisters the descriptor before `inner` closes it.
     registration: AsyncFd<RingFd>,
     inner: RefCell<Inner>,
-    /// The ring has the operations of a splice ([`SPLICE_OPS`]).
-    splice: bool,
+    /// The ring has IORING_OP_SPLICE ([`SPLICE_OPS`]).
+    splice_op: bool,
+    /// How this worker splices ([`UringEnv::set_splice_method`]).
+    splice_method: Cell<SpliceMethod>,
 }
 
 /// The ring's descriptor, as the reactor sees it; owned by the `IoUring` in `Inner`.
@@ -698,10 +728,12 @@ impl Driver {
             .map_err(|e| e.into_parts().1)?;
         // A kernel that cannot list its operations (before 5.6) cannot splice here.
         let mut probe = Probe::new();
-        let splice = ring.submitter().register_probe(&mut probe).is_ok() && missing_ops(&probe, &SPLICE_OPS).is_empty();
+        let splice_op =
+            ring.submitter().register_probe(&mut probe).is_ok() && missing_ops(&probe, &SPLICE_OPS).is_empty();
         Ok(Rc::new(Driver {
             registration,
-            splice,
+            splice_op,
+            splice_method: Cell::new(SpliceMethod::default()),
             inner: RefCell::new(Inner {
                 ring,
                 table: Table {
@@ -1110,6 +1142,24 @@ pub(crate) struct UringSplice<'a> {
 }
 
 impl UringSplice<'_> {
+    /// How this worker splices.
+    pub(crate) fn method(&self) -> SpliceMethod {
+        self.src.driver.splice_method.get()
+    }
+
+    /// splice(2) of at most `len` bytes from the source into the pipe's write end, now,
+    /// on this thread ([`SpliceMethod::Syscall`]; the source must be in O_NONBLOCK mode).
+    /// `Ok(0)`: the source sent FIN; EAGAIN: it has nothing now.
+    pub(crate) fn fill_now(&self, pipe_w: &OwnedFd, len: usize) -> io::Result<usize> {
+        splice_now(self.src.fd.as_fd(), pipe_w.as_fd(), len)
+    }
+
+    /// splice(2) of at most `len` bytes from the pipe's read end into the destination,
+    /// now, on this thread (as [`UringSplice::fill_now`]). EAGAIN: the destination is full.
+    pub(crate) fn drain_now(&self, pipe_r: &OwnedFd, len: usize) -> io::Result<usize> {
+        splice_now(pipe_r.as_fd(), self.dst.fd.as_fd(), len)
+    }
+
     /// Puts the source in O_NONBLOCK mode (once); false if it could not be.
     pub(crate) fn src_nonblocking(&self) -> bool {
         self.src.make_nonblocking()
@@ -1182,6 +1232,26 @@ fn splice_entry(fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd>, len: usize) -> (squeu
     (entry, Held::Splice([fd_in.clone(), fd_out.clone()]))
 }
 
+/// One nonblocking splice(2) of at most `len` bytes from `fd_in` to `fd_out` (a socket
+/// and a pipe end), on this thread.
+fn splice_now(fd_in: BorrowedFd<'_>, fd_out: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call (borrowed); null offsets, as sockets
+    // and pipes require. splice(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as
+    // well as EPIPE, and Rust's runtime ignores SIGPIPE before `main` (the binary and the
+    // test harness), so only the EPIPE error is seen here.
+    let r = unsafe {
+        libc::splice(
+            fd_in.as_raw_fd(),
+            std::ptr::null_mut(),
+            fd_out.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
 /// One IORING_OP_SPLICE of at most `len` bytes from `fd_in` to `fd_out` (see
 /// [`splice_entry`]).
 async fn splice_op(driver: &Rc<Driver>, fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd>, len: usize) -> io::Result<usize> {
@@ -1194,10 +1264,10 @@ async fn splice_op(driver: &Rc<Driver>, fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd
     os_result(done.res)
 }
 
-/// A splice from `src` to `dst` when `dst` is a socket of this backend and the ring
-/// has the operations ([`SPLICE_OPS`]).
+/// A splice from `src` to `dst` when `dst` is a socket of this backend and the worker can
+/// splice with its method (IORING_OP_SPLICE needs [`SPLICE_OPS`]).
 fn splice_between<'a, W: OwnedWrite>(src: &'a SockFd, dst: &'a mut W) -> Option<Splice<'a>> {
-    if !src.driver.splice {
+    if src.driver.splice_method.get() == SpliceMethod::Op && !src.driver.splice_op {
         return None;
     }
     let dst = sock_of(dst)?;
@@ -1257,6 +1327,17 @@ impl UringEnv {
         Ok(UringListener {
             sock: SockFd::new(OwnedFd::from(l), self.driver.clone()),
         })
+    }
+
+    /// Sets how this worker splices from now on (`--uring-splice`); a splice already
+    /// under way keeps its method.
+    pub fn set_splice_method(&self, method: SpliceMethod) {
+        self.driver.splice_method.set(method);
+    }
+
+    /// How this worker splices.
+    pub fn splice_method(&self) -> SpliceMethod {
+        self.driver.splice_method.get()
     }
 
     /// Operations queued or in the kernel whose completion has not been drained,

@@ -170,9 +170,11 @@ pub enum IoKind {
     EpollSplice,
     /// io_uring (Linux).
     Uring,
-    /// io_uring with `--splice auto` and a threshold of 0: every direction splices
-    /// (IORING_OP_SPLICE) from its first byte.
+    /// io_uring with `--splice auto` and a threshold of 0: every direction splices from its
+    /// first byte (`--uring-splice syscall`: splice(2), readiness through the ring).
     UringSplice,
+    /// As `UringSplice` with `--uring-splice op`: IORING_OP_SPLICE.
+    UringSpliceOp,
 }
 
 /// Set (to anything) where io_uring must be available, e.g. on CI machines known to have
@@ -210,18 +212,29 @@ pub fn uring_or_skip(test: &str) -> Option<IoKind> {
     }
 }
 
-/// `Some(IoKind::UringSplice)` where io_uring works and can splice (the probes of `--io
-/// auto` and of the start line's splice note); elsewhere skips or panics as
-/// [`uring_or_skip`] does.
+/// `Some(IoKind::UringSplice)` where io_uring works (the probe of `--io auto`; splice(2)
+/// needs nothing more); elsewhere skips or panics as [`uring_or_skip`] does.
 pub fn uring_splice_or_skip(test: &str) -> Option<IoKind> {
     uring_or_skip(test)?;
     #[cfg(target_os = "linux")]
-    let splice = gobalancer::io::uring::probe_splice().map_err(|e| e.to_string());
+    return Some(IoKind::UringSplice);
+    #[cfg(not(target_os = "linux"))]
+    return skip(test, "io_uring splice", "splice exists on Linux only");
+}
+
+/// `Some(IoKind::UringSpliceOp)` where io_uring works and has IORING_OP_SPLICE (the
+/// probes of `--io auto` and of the start line's splice note); elsewhere skips or panics
+/// as [`uring_or_skip`] does.
+pub fn uring_splice_op_or_skip(test: &str) -> Option<IoKind> {
+    uring_or_skip(test)?;
+    #[cfg(target_os = "linux")]
+    let splice =
+        gobalancer::io::uring::probe_splice(gobalancer::io::uring::SpliceMethod::Op).map_err(|e| e.to_string());
     #[cfg(not(target_os = "linux"))]
     let splice: Result<(), String> = Err("splice exists on Linux only".to_string());
     match splice {
-        Ok(()) => Some(IoKind::UringSplice),
-        Err(reason) => skip(test, "io_uring splice", &reason),
+        Ok(()) => Some(IoKind::UringSpliceOp),
+        Err(reason) => skip(test, "IORING_OP_SPLICE", &reason),
     }
 }
 
@@ -302,15 +315,18 @@ pub fn start_proxy_on(io: IoKind, config: &str) -> Proxy {
             run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
         }),
         #[cfg(target_os = "linux")]
-        IoKind::Uring | IoKind::UringSplice => {
+        IoKind::Uring | IoKind::UringSplice | IoKind::UringSpliceOp => {
             gobalancer::io::uring::spawn_worker("test-proxy-uring".into(), move |env| async move {
+                if io == IoKind::UringSpliceOp {
+                    env.set_splice_method(gobalancer::io::uring::SpliceMethod::Op);
+                }
                 let listener = env.listener_from_std(sock).expect("register proxy");
-                let splice = splice_from_the_first_byte(io == IoKind::UringSplice);
+                let splice = splice_from_the_first_byte(io != IoKind::Uring);
                 run_proxy(env, listener, live2, buffer_size, splice, shutdown).await
             })
         }
         #[cfg(not(target_os = "linux"))]
-        IoKind::Uring | IoKind::UringSplice => {
+        IoKind::Uring | IoKind::UringSplice | IoKind::UringSpliceOp => {
             panic!("io_uring exists on Linux only; check with uring_or_skip first")
         }
     }
