@@ -66,8 +66,8 @@
 //!   when it says EAGAIN the socket is waited for with IORING_OP_POLL_ADD through the
 //!   ring. The kernel cannot run a splice inline from the ring (it hands every
 //!   IORING_OP_SPLICE to an io-wq thread), so this is the way with no thread hand-off:
-//!   1 GiB through one connection ran at 1.02 of a direct loopback transfer this way and
-//!   at 0.76 with IORING_OP_SPLICE in the same run (16 cores, bench/RESULTS.md).
+//!   1 GiB through one connection ran at 1.06 of a direct loopback transfer this way and
+//!   at 0.92 with IORING_OP_SPLICE in the same rounds (16 cores, bench/RESULTS.md).
 //! - **`op`**: IORING_OP_SPLICE (Linux 5.7), a fill of the pipe hard-linked to its flush.
 //!   io-wq looks a splice's descriptors up when it runs the operation, not when it is
 //!   submitted: a descriptor closed meanwhile and its number reused would splice another

@@ -473,8 +473,8 @@ pub struct SpliceSettings {
     /// Size asked of each pipe (F_SETPIPE_SZ). A pipe holds references to socket pages,
     /// not copies, and a bigger one moves more per system call: 1 GiB through one
     /// connection ran at 0.75 of direct loopback through 64 KiB pipes and 0.97 to 1.1
-    /// through 256 KiB ones with epoll, 0.41 and 0.88 to 0.98 with io_uring (16 cores,
-    /// bench/RESULTS.md). Where the kernel refuses the size (above `fs.pipe-max-size`, or
+    /// through 256 KiB ones with epoll, 0.41 and 0.88 to 0.98 with io_uring's
+    /// IORING_OP_SPLICE (16 cores, bench/RESULTS.md). Where the kernel refuses the size (above `fs.pipe-max-size`, or
     /// past the user's pipe page budget, `fs.pipe-user-pages-soft`, 64 MiB of pipes by
     /// default for a user without CAP_SYS_RESOURCE) the pipe keeps the kernel's default.
     pub pipe_bytes: usize,
