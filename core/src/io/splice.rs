@@ -17,7 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 #[cfg(target_os = "linux")]
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 /// Pipes are never shrunk below this, Linux's default pipe size (16 pages): with the
@@ -72,7 +72,7 @@ impl Pipe {
     /// A new nonblocking pipe of (about) `size` bytes.
     #[cfg(target_os = "linux")]
     fn open(size: usize, live: Rc<Cell<usize>>) -> io::Result<Pipe> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::fd::FromRawFd;
         let mut fds = [-1 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
         let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -234,6 +234,57 @@ fn is_eagain(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// Takes in what one io_uring splice from the source into the empty `pipe` said: `Some`
+/// to return (bytes moved, FIN, or an error), `None` to try again, after waiting for the
+/// source (`poll` set) when it said EAGAIN.
+#[cfg(target_os = "linux")]
+fn filled(res: io::Result<usize>, pipe: &mut Pipe, poll: &mut bool) -> Option<io::Result<usize>> {
+    match res {
+        Ok(n) => {
+            pipe.pending += n;
+            *poll = false;
+            Some(Ok(n))
+        }
+        // The pipe is empty, so EAGAIN means the socket has nothing.
+        Err(e) if is_eagain(&e) => {
+            *poll = true;
+            None
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Takes in what one io_uring splice of `len` bytes from `pipe` into the destination
+/// said, as [`filled`] does. With `short_waits`, a short one waits for the destination
+/// (`poll`) before the next: for IORING_OP_SPLICE, where a try costs a round trip through
+/// an io-wq thread; not for splice(2), where it costs one system call and the reader, on
+/// another core, has often made room by then.
+#[cfg(target_os = "linux")]
+fn flushed(
+    res: io::Result<usize>,
+    pipe: &mut Pipe,
+    len: usize,
+    short_waits: bool,
+    poll: &mut bool,
+) -> Option<io::Result<usize>> {
+    match res {
+        Ok(0) => Some(Err(io::ErrorKind::WriteZero.into())),
+        Ok(n) => {
+            pipe.pending = pipe.pending.saturating_sub(n);
+            *poll = short_waits && n < len;
+            Some(Ok(n))
+        }
+        // The pipe holds bytes, so EAGAIN means the socket is full.
+        Err(e) if is_eagain(&e) => {
+            *poll = true;
+            None
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 impl<'a> Splice<'a> {
     /// A splice from `src` to `dst` (tokio sockets).
     #[cfg(target_os = "linux")]
@@ -284,16 +335,9 @@ impl<'a> Splice<'a> {
                         // Dropping this wait moves no byte: the pipe stays reusable.
                         ops.src_readable().await?;
                     }
-                    match ops.fill_now(&pipe.write, pipe.capacity.min(max)) {
-                        Ok(n) => {
-                            pipe.pending += n;
-                            *poll_src = false;
-                            return Ok(n);
-                        }
-                        // The pipe is empty, so EAGAIN means the socket has nothing.
-                        Err(e) if is_eagain(&e) => *poll_src = true,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
+                    let res = ops.fill_now(&pipe.write, pipe.capacity.min(max));
+                    if let Some(done) = filled(res, pipe, poll_src) {
+                        return done;
                     }
                 },
                 Inner::Uring {
@@ -323,17 +367,11 @@ impl<'a> Splice<'a> {
                         // Not reached if the future is dropped at the await above: the
                         // flag then stays set and the pool closes the pipe.
                         pipe.in_flight = false;
-                        match res {
-                            Ok(n) => {
-                                pipe.pending += n;
-                                *poll_src = false;
+                        if let Some(done) = filled(res, pipe, poll_src) {
+                            if done.is_ok() {
                                 *linked = out;
-                                return Ok(n);
                             }
-                            // The pipe is empty, so EAGAIN means the socket has nothing.
-                            Err(e) if is_eagain(&e) => *poll_src = true,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
+                            return done;
                         }
                     }
                 }
@@ -365,17 +403,10 @@ impl<'a> Splice<'a> {
                     if *poll_dst {
                         ops.dst_writable().await?;
                     }
-                    match ops.drain_now(&pipe.read, pipe.pending) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => {
-                            pipe.pending = pipe.pending.saturating_sub(n);
-                            *poll_dst = false;
-                            return Ok(n);
-                        }
-                        // The pipe holds bytes, so EAGAIN means the socket is full.
-                        Err(e) if is_eagain(&e) => *poll_dst = true,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
+                    let len = pipe.pending;
+                    let res = ops.drain_now(&pipe.read, len);
+                    if let Some(done) = flushed(res, pipe, len, false, poll_dst) {
+                        return done;
                     }
                 },
                 Inner::Uring {
@@ -410,17 +441,8 @@ impl<'a> Splice<'a> {
                     pipe.in_flight = true;
                     let res = ops.drain_pipe(&pipe.read, len).await;
                     pipe.in_flight = false;
-                    match res {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => {
-                            pipe.pending = pipe.pending.saturating_sub(n);
-                            *poll_dst = n < len;
-                            return Ok(n);
-                        }
-                        // The pipe holds bytes, so EAGAIN means the socket is full.
-                        Err(e) if is_eagain(&e) => *poll_dst = true,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
+                    if let Some(done) = flushed(res, pipe, len, true, poll_dst) {
+                        return done;
                     }
                 },
             }
@@ -433,32 +455,36 @@ impl<'a> Splice<'a> {
     }
 }
 
+#[cfg(target_os = "linux")]
+/// One nonblocking splice(2) of at most `len` bytes from `fd_in` to `fd_out` (a socket
+/// and a pipe end), on this thread.
+pub(crate) fn splice_now(fd_in: BorrowedFd<'_>, fd_out: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call (borrowed); null offsets, as sockets
+    // and pipes require. splice(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as
+    // well as EPIPE, and Rust's runtime ignores SIGPIPE before `main` (the binary and the
+    // test harness), so only the EPIPE error is seen here.
+    let r = unsafe {
+        libc::splice(
+            fd_in.as_raw_fd(),
+            std::ptr::null_mut(),
+            fd_out.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
 /// [`Splice::fill`] on the tokio backend: splice(2) when the socket is readable.
 #[cfg(target_os = "linux")]
 async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe, max: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     let len = pipe.capacity.min(max);
-    let pipe_w = pipe.write.as_raw_fd();
     loop {
-        let res = src.try_io(Interest::READABLE, || {
-            // SAFETY: both descriptors are open for the duration of the call (the
-            // socket is borrowed, the pipe is borrowed mutably); null offsets are
-            // required for sockets and pipes.
-            let r = unsafe {
-                libc::splice(
-                    src.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    pipe_w,
-                    std::ptr::null_mut(),
-                    len,
-                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-                )
-            };
-            // The pipe is empty, so EAGAIN can only mean that the socket has
-            // nothing to read: `try_io` then clears its readiness.
-            usize::try_from(r).map_err(|_| io::Error::last_os_error())
-        });
+        // The pipe is empty, so EAGAIN can only mean that the socket has nothing to
+        // read: `try_io` then clears its readiness.
+        let res = src.try_io(Interest::READABLE, || splice_now(src.as_fd(), pipe.write.as_fd(), len));
         match res {
             Ok(n) => {
                 pipe.pending += n;
@@ -474,29 +500,11 @@ async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe, max: usize) ->
 /// [`Splice::flush`] on the tokio backend: splice(2) when the socket is writable.
 #[cfg(target_os = "linux")]
 async fn tokio_flush(dst: &tokio::net::TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     use tokio::io::Interest;
-    let pipe_r = pipe.read.as_raw_fd();
     loop {
         let len = pipe.pending;
-        let res = dst.try_io(Interest::WRITABLE, || {
-            // SAFETY: as in `tokio_fill`: both descriptors are open and borrowed.
-            let r = unsafe {
-                libc::splice(
-                    pipe_r,
-                    std::ptr::null_mut(),
-                    dst.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    len,
-                    libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-                )
-            };
-            // The pipe holds bytes, so EAGAIN means the socket is full. splice(2)
-            // has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as well as EPIPE.
-            // Rust's runtime ignores SIGPIPE before `main` (as the binary and the
-            // test harness run), so only the EPIPE error is seen here.
-            usize::try_from(r).map_err(|_| io::Error::last_os_error())
-        });
+        // The pipe holds bytes, so EAGAIN means the socket is full.
+        let res = dst.try_io(Interest::WRITABLE, || splice_now(pipe.read.as_fd(), dst.as_fd(), len));
         match res {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {

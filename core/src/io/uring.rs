@@ -1151,13 +1151,13 @@ impl UringSplice<'_> {
     /// on this thread ([`SpliceMethod::Syscall`]; the source must be in O_NONBLOCK mode).
     /// `Ok(0)`: the source sent FIN; EAGAIN: it has nothing now.
     pub(crate) fn fill_now(&self, pipe_w: &OwnedFd, len: usize) -> io::Result<usize> {
-        splice_now(self.src.fd.as_fd(), pipe_w.as_fd(), len)
+        super::splice::splice_now(self.src.fd.as_fd(), pipe_w.as_fd(), len)
     }
 
     /// splice(2) of at most `len` bytes from the pipe's read end into the destination,
     /// now, on this thread (as [`UringSplice::fill_now`]). EAGAIN: the destination is full.
     pub(crate) fn drain_now(&self, pipe_r: &OwnedFd, len: usize) -> io::Result<usize> {
-        splice_now(pipe_r.as_fd(), self.dst.fd.as_fd(), len)
+        super::splice::splice_now(pipe_r.as_fd(), self.dst.fd.as_fd(), len)
     }
 
     /// Puts the source in O_NONBLOCK mode (once); false if it could not be.
@@ -1230,26 +1230,6 @@ fn splice_entry(fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd>, len: usize) -> (squeu
         .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE)
         .build();
     (entry, Held::Splice([fd_in.clone(), fd_out.clone()]))
-}
-
-/// One nonblocking splice(2) of at most `len` bytes from `fd_in` to `fd_out` (a socket
-/// and a pipe end), on this thread.
-fn splice_now(fd_in: BorrowedFd<'_>, fd_out: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the call (borrowed); null offsets, as sockets
-    // and pipes require. splice(2) has no MSG_NOSIGNAL: a reset peer raises SIGPIPE as
-    // well as EPIPE, and Rust's runtime ignores SIGPIPE before `main` (the binary and the
-    // test harness), so only the EPIPE error is seen here.
-    let r = unsafe {
-        libc::splice(
-            fd_in.as_raw_fd(),
-            std::ptr::null_mut(),
-            fd_out.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
-        )
-    };
-    usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
 /// One IORING_OP_SPLICE of at most `len` bytes from `fd_in` to `fd_out` (see
