@@ -1020,6 +1020,87 @@ fn chunked_and_close_delimited_responses_are_reframed() {
     p.assert_counters_return_to_zero();
 }
 
+/// Issue 7 / RELIABILITY: TCP urgent data (MSG_OOB) inside a spliced Content-Length body,
+/// from the client and from the backend. splice(2) stops at the urgent mark (EAGAIN there,
+/// or 0 once the FIN is in), so the rest of the body is copied, stepping over the urgent
+/// byte as a plain read does: the body arrives whole (its length counts the bytes around
+/// the urgent byte, as the receiver sees them) and both connections go on. Before, the
+/// splice waited at the mark until the idle timeout.
+#[test]
+fn urgent_data_inside_a_spliced_body_is_stepped_over() {
+    use std::io::{Read, Write};
+    for io in splicing_backends("urgent_data_inside_a_spliced_body") {
+        // From the client.
+        let b = MockBackend::normal("a");
+        let p = common::start_proxy_on(io, &http_config(&[b.addr], ""));
+        let body = pattern(7, 300_000);
+        let mut c = Client::connect(p.addr);
+        let mut req = b"POST /oob HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n".to_vec();
+        req.extend_from_slice(&body[..150_000]);
+        c.send(&req);
+        // Let the proxy splice what came before the mark.
+        std::thread::sleep(Duration::from_millis(50));
+        socket2::SockRef::from(&c.s)
+            .send_out_of_band(b"U")
+            .expect("urgent byte");
+        c.send(&body[150_000..]);
+        assert_eq!(c.response().body_text(), "a /oob", "{io:?}");
+        c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response().body_text(), "a /next", "{io:?}");
+        let seen = b.requests().into_iter().find(|r| r.target == "/oob").expect("the POST");
+        assert!(
+            seen.body == body,
+            "{io:?}: the request body differs ({} bytes)",
+            seen.body.len()
+        );
+        let stats = p.current().pools[0].stats.clone();
+        assert_eq!(stats.http.spliced_bodies_total.load(Ordering::Relaxed), 1, "{io:?}");
+        drop(c);
+        p.assert_counters_return_to_zero();
+
+        // From the backend: a raw one, answering one request.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let body = pattern(8, 300_000);
+        let sent = body.clone();
+        let backend = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n")
+                .expect("head");
+            s.write_all(&sent[..150_000]).expect("body");
+            std::thread::sleep(Duration::from_millis(50));
+            socket2::SockRef::from(&s).send_out_of_band(b"U").expect("urgent byte");
+            s.write_all(&sent[150_000..]).expect("body");
+            // Open until the proxy is done with it.
+            let _ = s.read(&mut buf);
+        });
+        let p = common::start_proxy_on(io, &http_config(&[addr], ""));
+        let mut c = Client::connect(p.addr);
+        c.send(b"GET /oob HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 200, "{io:?}");
+        assert!(
+            r.body == body,
+            "{io:?}: the response body differs ({} bytes)",
+            r.body.len()
+        );
+        let stats = p.current().pools[0].stats.clone();
+        assert_eq!(stats.http.spliced_bodies_total.load(Ordering::Relaxed), 1, "{io:?}");
+        drop(c);
+        drop(p);
+        backend.join().expect("backend thread");
+    }
+}
+
 /// The splicing backends to run `test` on: epoll, and io_uring with each splice method
 /// where it can (skipped, saying why, elsewhere).
 fn splicing_backends(test: &str) -> Vec<common::IoKind> {

@@ -80,6 +80,7 @@ on_every_backend!(
     consistent_hash_keeps_each_client_on_its_backend,
     stopped_backend_is_skipped_without_failing_a_client,
     half_close_reaches_the_backend_and_the_reply_comes_back,
+    urgent_data_is_stepped_over_as_a_plain_read_would,
     idle_connection_is_closed_at_the_idle_timeout,
     black_holed_backend_times_out_and_the_next_one_serves,
     backend_failing_mid_stream_resets_the_client,
@@ -229,6 +230,38 @@ fn half_close_reaches_the_backend_and_the_reply_comes_back(io: IoKind) {
     let got = exchange(p.addr, &big).expect("exchange");
     assert_eq!(&got[..big.len()], &big[..], "bulk bytes arrive intact");
     assert_eq!(&got[big.len()..], b"bye from e\n");
+    p.assert_counters_return_to_zero();
+}
+
+/// TCP urgent data (MSG_OOB) in the middle of a stream: the bytes around it arrive and the
+/// urgent byte is stepped over, as a plain read does (gobalancer forwards no out-of-band
+/// data). Splicing stops at the urgent mark (splice(2) says EAGAIN there for ever), so a
+/// splicing direction goes on by copying: without that the bytes after the mark never
+/// arrived, and on io_uring the worker spun on a readable socket that splice would not read.
+fn urgent_data_is_stepped_over_as_a_plain_read_would(io: IoKind) {
+    let b = start_backends(vec![Script::new("e", Reply::Echo)]);
+    let p = start_proxy_on(io, &config("round-robin", &weighted(&b, &[1]), ""));
+    let before: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let after: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, p.addr).expect("connect");
+    s.write_all(&before).expect("write");
+    // Let the proxy splice what came before the mark.
+    std::thread::sleep(Duration::from_millis(50));
+    socket2::SockRef::from(&s).send_out_of_band(b"U").expect("urgent byte");
+    s.write_all(&after).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("the echo, then EOF");
+    let mut want = before.clone();
+    want.extend_from_slice(&after);
+    want.extend_from_slice(b"bye from e\n");
+    assert!(
+        got == want,
+        "{io:?}: {} bytes back, {} expected (first difference at {:?})",
+        got.len(),
+        want.len(),
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
     p.assert_counters_return_to_zero();
 }
 

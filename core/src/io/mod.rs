@@ -105,8 +105,10 @@ pub trait OwnedRead: 'static {
     /// through a kernel pipe without copying them into user space. `None` (the default)
     /// when this pair cannot splice: the caller copies through buffers instead. On Linux
     /// the tokio backend splices between its own TCP halves (splice(2)) and the io_uring
-    /// backend between its own (IORING_OP_SPLICE, where the kernel has it); a pair of
-    /// two backends, other platforms and the simulation return `None`.
+    /// backend between its own (splice(2) on the worker, or IORING_OP_SPLICE where the
+    /// kernel has it: [`uring::SpliceMethod`]); a pair of two backends, other platforms
+    /// and the simulation return `None`. The copy loop a splice falls back to also takes
+    /// over when a fill says [`Splice::must_copy`].
     fn splice_to<'a, W: OwnedWrite>(&'a mut self, dst: &'a mut W) -> Option<Splice<'a>> {
         let _ = dst;
         None

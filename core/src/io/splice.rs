@@ -189,7 +189,8 @@ impl PipePool {
 ///   `SPLICE_F_NONBLOCK`, and an EAGAIN waits for readiness with IORING_OP_POLL_ADD
 ///   (POLLIN to fill, POLLOUT to flush) before the next try.
 ///   - `Syscall` (the default): splice(2) on the worker thread, as on epoll but with the
-///     ring's poll for readiness. Should O_NONBLOCK not be settable, the splice uses `Op`.
+///     ring's poll for readiness. Should O_NONBLOCK not be settable, the splice uses `Op`
+///     where the ring has IORING_OP_SPLICE, and the caller copies where it has not.
 ///   - `Op`: IORING_OP_SPLICE. The kernel always runs it on an io-wq worker thread, where
 ///     a splice from a blocking socket would wait for data and hold that thread for as
 ///     long as the connection idles (hence O_NONBLOCK). A flush that moved less than the
@@ -232,6 +233,34 @@ struct Inner<'a> {
 #[cfg(target_os = "linux")]
 fn is_eagain(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Linux's SIOCATMARK (`asm-generic/sockios.h`), which the libc crate does not export for
+/// Linux.
+#[cfg(target_os = "linux")]
+const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// Whether the next byte to read from the socket `fd` is TCP urgent data (MSG_OOB).
+/// splice(2) stops at that mark and says EAGAIN for as long as it is there (0 once the
+/// sender's FIN has come in), while the socket stays readable and the bytes after the
+/// mark wait; a plain read steps over the urgent byte. So a fill that says EAGAIN or 0
+/// asks this, and at the mark returns [`Splice::must_copy`]'s error.
+#[cfg(target_os = "linux")]
+pub(crate) fn at_urgent_mark(fd: BorrowedFd<'_>) -> bool {
+    let mut at: libc::c_int = 0;
+    // SAFETY: SIOCATMARK writes one int through the pointer, which points to `at`; the
+    // descriptor is open (borrowed).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCATMARK as _, &mut at as *mut libc::c_int) };
+    r == 0 && at != 0
+}
+
+/// The error of a fill whose source is at TCP urgent data (see [`at_urgent_mark`]).
+#[cfg(target_os = "linux")]
+fn urgent_mark() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the source is at TCP urgent data, which splice cannot pass: copy",
+    )
 }
 
 /// Takes in what one io_uring splice from the source into the empty `pipe` said: `Some`
@@ -296,8 +325,9 @@ impl<'a> Splice<'a> {
 
     /// A splice through the io_uring driver (see [`super::uring`]).
     #[cfg(target_os = "linux")]
-    pub(crate) fn uring(ops: super::uring::UringSplice<'a>) -> Splice<'a> {
-        let now = ops.method() == super::uring::SpliceMethod::Syscall && ops.src_nonblocking() && ops.dst_nonblocking();
+    /// `now`: with splice(2) on this thread (both sockets are in O_NONBLOCK mode), else
+    /// with IORING_OP_SPLICE.
+    pub(crate) fn uring(ops: super::uring::UringSplice<'a>, now: bool) -> Splice<'a> {
         Splice {
             inner: Inner::Uring {
                 ops,
@@ -309,8 +339,20 @@ impl<'a> Splice<'a> {
         }
     }
 
+    /// True for the error of a fill that cannot splice on but loses nothing by stopping:
+    /// the pipe is empty and the source's bytes are still in its socket, so the caller
+    /// copies the rest of the direction instead. That is the case when the source's next
+    /// byte is TCP urgent data (MSG_OOB), which splice(2) never passes; a plain read steps
+    /// over the urgent byte, as it does for every proxy that does not forward
+    /// out-of-band data. Also ENOSYS and EOPNOTSUPP (splice(2) filtered out or not
+    /// offered for these files).
+    pub fn must_copy(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+
     /// Moves bytes from the source into `pipe`, which must be empty, waiting until the
-    /// source is readable. `Ok(0)`: the source sent FIN.
+    /// source is readable. `Ok(0)`: the source sent FIN; [`Splice::must_copy`]: copy
+    /// instead.
     pub async fn fill(&mut self, pipe: &mut Pipe) -> io::Result<usize> {
         self.fill_at_most(pipe, usize::MAX).await
     }
@@ -323,7 +365,11 @@ impl<'a> Splice<'a> {
             if pipe.pending != 0 || pipe.in_flight || max == 0 {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "fill of a non-empty pipe"));
             }
-            match &mut self.inner {
+            // A splice whose source always has bytes and whose destination always has
+            // room never waits: spend the task's budget, so that the worker's other
+            // connections (and, on io_uring, the ring's completions) get their turn.
+            tokio::task::coop::consume_budget().await;
+            let res = match &mut self.inner {
                 Inner::Tokio { src, .. } => tokio_fill(src, pipe, max).await,
                 Inner::Uring {
                     ops,
@@ -337,7 +383,10 @@ impl<'a> Splice<'a> {
                     }
                     let res = ops.fill_now(&pipe.write, pipe.capacity.min(max));
                     if let Some(done) = filled(res, pipe, poll_src) {
-                        return done;
+                        break done;
+                    }
+                    if *poll_src && ops.src_at_urgent_mark() {
+                        return Err(urgent_mark());
                     }
                 },
                 Inner::Uring {
@@ -371,16 +420,34 @@ impl<'a> Splice<'a> {
                             if done.is_ok() {
                                 *linked = out;
                             }
-                            return done;
+                            break done;
+                        }
+                        if *poll_src && ops.src_at_urgent_mark() {
+                            return Err(urgent_mark());
                         }
                     }
                 }
+            };
+            // At the urgent mark, splice(2) also says 0 once the sender's FIN is in: the
+            // bytes after the mark are still there.
+            if matches!(res, Ok(0)) && self.src_at_urgent_mark() {
+                return Err(urgent_mark());
             }
+            res
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = (pipe, max);
             match self.inner.never {}
+        }
+    }
+
+    /// Whether the source's next byte is TCP urgent data ([`at_urgent_mark`]).
+    #[cfg(target_os = "linux")]
+    fn src_at_urgent_mark(&self) -> bool {
+        match &self.inner {
+            Inner::Tokio { src, .. } => at_urgent_mark(src.as_fd()),
+            Inner::Uring { ops, .. } => ops.src_at_urgent_mark(),
         }
     }
 
@@ -392,6 +459,8 @@ impl<'a> Splice<'a> {
             if pipe.pending == 0 || pipe.in_flight {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "flush of an empty pipe"));
             }
+            // As in a fill: a flush that never waits spends the task's budget.
+            tokio::task::coop::consume_budget().await;
             match &mut self.inner {
                 Inner::Tokio { dst, .. } => tokio_flush(dst, pipe).await,
                 Inner::Uring {
@@ -482,9 +551,16 @@ async fn tokio_fill(src: &tokio::net::TcpStream, pipe: &mut Pipe, max: usize) ->
     use tokio::io::Interest;
     let len = pipe.capacity.min(max);
     loop {
-        // The pipe is empty, so EAGAIN can only mean that the socket has nothing to
-        // read: `try_io` then clears its readiness.
-        let res = src.try_io(Interest::READABLE, || splice_now(src.as_fd(), pipe.write.as_fd(), len));
+        // The pipe is empty, so EAGAIN means that the socket has nothing to read
+        // (`try_io` then clears its readiness), or that it is at TCP urgent data: then
+        // the readiness must stay, for the copy that takes over, since edge-triggered
+        // epoll would not report the bytes after the mark again.
+        let res = src.try_io(Interest::READABLE, || {
+            match splice_now(src.as_fd(), pipe.write.as_fd(), len) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && at_urgent_mark(src.as_fd()) => Err(urgent_mark()),
+                res => res,
+            }
+        });
         match res {
             Ok(n) => {
                 pipe.pending += n;

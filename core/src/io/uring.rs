@@ -1142,9 +1142,9 @@ pub(crate) struct UringSplice<'a> {
 }
 
 impl UringSplice<'_> {
-    /// How this worker splices.
-    pub(crate) fn method(&self) -> SpliceMethod {
-        self.src.driver.splice_method.get()
+    /// Whether the source's next byte is TCP urgent data ([`super::splice::at_urgent_mark`]).
+    pub(crate) fn src_at_urgent_mark(&self) -> bool {
+        super::splice::at_urgent_mark(self.src.fd.as_fd())
     }
 
     /// splice(2) of at most `len` bytes from the source into the pipe's write end, now,
@@ -1247,11 +1247,15 @@ async fn splice_op(driver: &Rc<Driver>, fd_in: &Rc<OwnedFd>, fd_out: &Rc<OwnedFd
 /// A splice from `src` to `dst` when `dst` is a socket of this backend and the worker can
 /// splice with its method (IORING_OP_SPLICE needs [`SPLICE_OPS`]).
 fn splice_between<'a, W: OwnedWrite>(src: &'a SockFd, dst: &'a mut W) -> Option<Splice<'a>> {
-    if src.driver.splice_method.get() == SpliceMethod::Op && !src.driver.splice_op {
+    let dst = sock_of(dst)?;
+    // splice(2) on this thread only on nonblocking sockets; otherwise IORING_OP_SPLICE,
+    // where the ring has it, or a copy.
+    let now =
+        src.driver.splice_method.get() == SpliceMethod::Syscall && src.make_nonblocking() && dst.make_nonblocking();
+    if !now && !src.driver.splice_op {
         return None;
     }
-    let dst = sock_of(dst)?;
-    Some(Splice::uring(UringSplice { src, dst }))
+    Some(Splice::uring(UringSplice { src, dst }, now))
 }
 
 /// The socket under a destination that is one of ours (a whole stream or a write half);

@@ -1508,7 +1508,7 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
     s: &HttpSettings,
     (deadline, body_deadline): (&Cell<Instant>, Instant),
     replay: &mut Option<Vec<u8>>,
-    splice: Option<BodySplice<'_>>,
+    mut splice: Option<BodySplice<'_>>,
 ) -> UpEnd {
     let idle = s.timeouts.idle;
     // Each byte moves the watchdog to `idle` from now, never past the body's deadline.
@@ -1576,12 +1576,17 @@ async fn stream_body<R: OwnedRead, W: OwnedWrite, E: Env>(
                             let end = splice_body(sp, &mut pipe, rf.remaining, || push(env.now())).await;
                             // Back to the pool only empty and with no splice in flight.
                             pipes.give(pipe);
-                            return match end {
-                                SpliceEnd::Done => UpEnd::Done,
+                            match end {
+                                SpliceEnd::Done => return UpEnd::Done,
                                 // The client closed or failed before the body's end.
-                                SpliceEnd::SourceFailed => UpEnd::Client(400),
-                                SpliceEnd::SinkFailed => UpEnd::BackendFailed,
-                            };
+                                SpliceEnd::SourceFailed => return UpEnd::Client(400),
+                                SpliceEnd::SinkFailed => return UpEnd::BackendFailed,
+                                // The rest of the body is copied.
+                                SpliceEnd::Copy(left) => {
+                                    rf.remaining = left;
+                                    splice = None;
+                                }
+                            }
                         }
                     }
                 }
@@ -1677,7 +1682,7 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
     (body_in, body_out): (BodyKind, BodyKind),
     limits: &Limits,
     activity: &Cell<Instant>,
-    splice: Option<BodySplice<'_>>,
+    mut splice: Option<BodySplice<'_>>,
 ) -> RelayEnd {
     let chunk_out = body_out == BodyKind::Chunked;
     // Bytes to write before anything else: the head, then framing and copied payload.
@@ -1733,11 +1738,16 @@ async fn relay_body<E: Env, R: OwnedRead, W: OwnedWrite>(
                             let end = splice_body(sp, &mut pipe, rf.remaining, || activity.set(env.now())).await;
                             // Back to the pool only empty and with no splice in flight.
                             pipes.give(pipe);
-                            return match end {
-                                SpliceEnd::Done => RelayEnd::Done,
-                                SpliceEnd::SourceFailed => RelayEnd::BackendFailed,
-                                SpliceEnd::SinkFailed => RelayEnd::ClientFailed,
-                            };
+                            match end {
+                                SpliceEnd::Done => return RelayEnd::Done,
+                                SpliceEnd::SourceFailed => return RelayEnd::BackendFailed,
+                                SpliceEnd::SinkFailed => return RelayEnd::ClientFailed,
+                                // The rest of the body is copied.
+                                SpliceEnd::Copy(left) => {
+                                    rf.remaining = left;
+                                    splice = None;
+                                }
+                            }
                         }
                     }
                 }
@@ -1776,6 +1786,9 @@ enum SpliceEnd {
     SourceFailed,
     /// Writing to the receiver failed.
     SinkFailed,
+    /// The sender cannot splice on ([`Splice::must_copy`]: TCP urgent data): these many
+    /// bytes of the body are left, still in its socket, to be copied.
+    Copy(u64),
 }
 
 /// Splices the last `remaining` bytes of a Content-Length body through `pipe`, never
@@ -1787,8 +1800,10 @@ async fn splice_body(mut sp: Splice<'_>, pipe: &mut Pipe, mut remaining: u64, pr
     while remaining > 0 {
         let max = usize::try_from(remaining).unwrap_or(usize::MAX);
         match sp.fill_at_most(pipe, max).await {
-            Ok(0) | Err(_) => return SpliceEnd::SourceFailed,
+            Ok(0) => return SpliceEnd::SourceFailed,
             Ok(_) => progress(),
+            Err(e) if Splice::must_copy(&e) => return SpliceEnd::Copy(remaining),
+            Err(_) => return SpliceEnd::SourceFailed,
         }
         while pipe.pending() > 0 {
             match sp.flush(pipe).await {

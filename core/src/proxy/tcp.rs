@@ -373,9 +373,12 @@ pub(super) struct SpliceCtx<'a> {
 /// The full read is HAProxy's splice-auto heuristic: a direction that fills its buffer
 /// is moving bulk; one that carries small messages (requests and replies on a long
 /// keep-alive connection) passes the byte threshold too, given time, but a pipe round
-/// trip per small message costs more than the copy (io_uring runs each splice on a
-/// kernel worker thread: through one worker, small requests on connections past the
-/// threshold ran at 0.72 of HAProxy's rate, against 1.12 copied).
+/// trip per small message costs more than the copy (with IORING_OP_SPLICE, which the
+/// kernel runs on an io-wq thread, small requests through one worker on connections past
+/// the threshold ran at 0.72 of HAProxy's rate, against 1.12 copied).
+///
+/// A splice that cannot go on ([`Splice::must_copy`]: the source is at TCP urgent data)
+/// leaves its pipe empty, and the direction copies from there on.
 #[allow(clippy::too_many_arguments)]
 async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
     env: &E,
@@ -401,13 +404,17 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
                         // No pipe free: copy this round and try again on the next.
                         if let Some(p) = pipe.as_mut() {
                             match splice_dir(env, sp, p, activity, bytes).await {
-                                DirEnd::Eof => {}
-                                e => return e,
+                                // The source cannot splice on (urgent data): the pipe is
+                                // empty, so copy the rest of the direction.
+                                None => splice = None,
+                                Some(DirEnd::Eof) => {
+                                    return match dst.shutdown().await {
+                                        Ok(()) => DirEnd::Eof,
+                                        Err(_) => DirEnd::WriteFailed,
+                                    }
+                                }
+                                Some(e) => return e,
                             }
-                            return match dst.shutdown().await {
-                                Ok(()) => DirEnd::Eof,
-                                Err(_) => DirEnd::WriteFailed,
-                            };
                         }
                     }
                 }
@@ -446,7 +453,8 @@ async fn copy_dir<E: Env, R: OwnedRead, W: OwnedWrite>(
 }
 
 /// Splices through `pipe` (empty on entry) until the source's EOF (returned as
-/// [`DirEnd::Eof`], with the pipe empty and the FIN not yet passed on) or an error.
+/// [`DirEnd::Eof`], with the pipe empty and the FIN not yet passed on) or an error; `None`
+/// when the source cannot splice on ([`Splice::must_copy`]), with the pipe empty.
 /// `bytes` counts what reached the destination.
 async fn splice_dir<E: Env>(
     env: &E,
@@ -454,12 +462,13 @@ async fn splice_dir<E: Env>(
     pipe: &mut Pipe,
     activity: &Cell<Instant>,
     bytes: &Cell<u64>,
-) -> DirEnd {
+) -> Option<DirEnd> {
     loop {
         match sp.fill(pipe).await {
-            Ok(0) => return DirEnd::Eof,
+            Ok(0) => return Some(DirEnd::Eof),
             Ok(_) => {}
-            Err(_) => return DirEnd::ReadFailed,
+            Err(e) if Splice::must_copy(&e) => return None,
+            Err(_) => return Some(DirEnd::ReadFailed),
         }
         activity.set(env.now());
         while pipe.pending() > 0 {
@@ -468,7 +477,7 @@ async fn splice_dir<E: Env>(
                     bytes.set(bytes.get() + n as u64);
                     activity.set(env.now());
                 }
-                Err(_) => return DirEnd::WriteFailed,
+                Err(_) => return Some(DirEnd::WriteFailed),
             }
         }
     }
