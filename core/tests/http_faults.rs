@@ -144,6 +144,68 @@ fn c3_reset_before_response_retries_get_but_not_post() {
     p.assert_counters_return_to_zero();
 }
 
+/// C3, bodies: a request whose body the backend read and then reset is retried only when
+/// its method is idempotent and its whole body is in the replay copy (at most 64 KiB,
+/// whatever the number of writes it came in): a PUT of 40 KiB in three writes is retried
+/// and the other backend gets exactly its bytes; a PUT of 1 MB (streamed, not kept) and a
+/// PATCH (not idempotent) get 502, and no backend sees a second copy.
+#[test]
+fn c3_bodies_are_retried_only_when_replayable_and_idempotent() {
+    fn body(seed: u8, n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+    // (method, body length, writes it is sent in, retried?)
+    let cases = [
+        ("PUT", 40 * 1024, 3, true),
+        ("DELETE", 10, 1, true),
+        ("PUT", 1_000_000, 4, false),
+        ("PATCH", 100, 1, false),
+    ];
+    for (method, len, writes, retried) in cases {
+        let rst = MockBackend::start("r", Behavior::ResetAfterRequest);
+        let ok = MockBackend::normal("o");
+        let p = proxy(&[rst.addr, ok.addr], "http: (retries: 1),");
+        let mut i = 0;
+        while rst.request_count() == 0 {
+            assert!(i < 4, "round robin never picked the resetting backend");
+            let target = format!("/b{i}");
+            let data = body(i as u8, len);
+            let mut c = Client::connect(p.addr);
+            c.send(format!("{method} {target} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+            for part in data.chunks(len.div_ceil(writes)) {
+                c.send(part);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let r = c.response();
+            let hit = rst.requests().iter().any(|q| q.target == target);
+            let on_ok: Vec<_> = ok.requests().into_iter().filter(|q| q.target == target).collect();
+            if hit && !retried {
+                assert_eq!(r.status, 502, "{method} {len}: no retry, so 502");
+                assert!(on_ok.is_empty(), "{method} {len}: sent again after the reset");
+            } else {
+                assert_eq!(
+                    (r.status, r.body_text()),
+                    (200, format!("o {target}")),
+                    "{method} {len}"
+                );
+                assert_eq!(on_ok.len(), 1, "{method} {len}: one copy on the healthy backend");
+                assert!(
+                    on_ok[0].body == data,
+                    "{method} {len}: the body differs on the healthy backend"
+                );
+            }
+            i += 1;
+        }
+        assert_eq!(rst.request_count(), 1, "{method} {len}");
+        assert_eq!(
+            http_stat(&p, |s| &s.retries_total),
+            u64::from(retried),
+            "{method} {len}"
+        );
+        p.assert_counters_return_to_zero();
+    }
+}
+
 /// C4: status line and half the body, then a reset: the client gets the partial
 /// response and then an aborted connection; no second status line, no retry.
 #[test]
