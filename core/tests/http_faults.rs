@@ -535,6 +535,73 @@ fn c12_reload_drains_a_removed_backend() {
     p.assert_counters_return_to_zero();
 }
 
+/// C12, the deadline: requests still in flight on a removed backend when `drain` runs out
+/// are cut, whether the backend has not answered yet or is mid-body: the client's
+/// connection ends (reset or closed, never by the wait running out) with no status line
+/// beyond the backend's own, each cut is counted in `drained_cut_total`, a request on the
+/// backend that stays is untouched, and counters come back to zero.
+#[test]
+fn c12_drain_deadline_cuts_what_is_left_on_a_removed_backend() {
+    let waiting = MockBackend::start(
+        "w",
+        Behavior::Slow {
+            head_after: Duration::from_millis(1500),
+            byte_every: Duration::ZERO,
+            body_len: 4,
+        },
+    );
+    let trickle = MockBackend::start(
+        "t",
+        Behavior::Slow {
+            head_after: Duration::ZERO,
+            byte_every: Duration::from_millis(100),
+            body_len: 30,
+        },
+    );
+    let ok = MockBackend::normal("o");
+    let drain = "timeouts: (drain: \"300ms\"),";
+    let p = start_proxy(&http_config(&[waiting.addr, trickle.addr, ok.addr], drain));
+    let only_ok = http_config(&[ok.addr], drain);
+    let addr = p.addr;
+    // Round robin: one client on each backend, in turn.
+    let mut clients = Vec::new();
+    for (i, b) in [&waiting, &trickle, &ok].into_iter().enumerate() {
+        clients.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            // Closed after the response, so the one that is not cut ends at once too.
+            c.send(format!("GET /c12-{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes());
+            c.finish(Duration::from_secs(3))
+        }));
+        b.wait_requests(1);
+    }
+    p.reload(&only_ok).expect("reload");
+    let ends: Vec<(Vec<u8>, RawEnd)> = clients.into_iter().map(|t| t.join().expect("client")).collect();
+    let (out, end) = &ends[0];
+    assert!(out.is_empty(), "waiting: {:?}", String::from_utf8_lossy(out));
+    assert_ne!(*end, RawEnd::Timeout, "waiting: the client was left hanging");
+    let (out, end) = &ends[1];
+    let text = String::from_utf8_lossy(out);
+    assert!(
+        text.starts_with("HTTP/1.1 200 ") && text.matches("HTTP/1.1 ").count() == 1,
+        "trickle: {text:?}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        !body.is_empty() && body.len() < 30,
+        "trickle: cut mid-body, not before or after: {text:?}"
+    );
+    assert_ne!(*end, RawEnd::Timeout, "trickle: the client was left hanging");
+    let (out, _) = &ends[2];
+    assert_eq!(statuses(out), [200], "ok: {:?}", String::from_utf8_lossy(out));
+    assert_eq!(
+        p.current().pools[0].stats.drained_cut_total.load(Ordering::Relaxed),
+        2,
+        "both requests on removed backends cut and counted"
+    );
+    trickle.wait_all_closed(Duration::from_secs(2));
+    p.assert_counters_return_to_zero();
+}
+
 /// C13: every backend refuses: 503 at once. Every backend marked down by health checks:
 /// 503 at once too.
 #[test]

@@ -1318,6 +1318,12 @@ async fn attempt_on<E: Env>(
         let cut = pin!(worker.cut_signal());
         match race(relay, race(watchdog, race(drain, cut))).await {
             Either::Left(r) => r,
+            // The removed backend's drain ran out mid-body (C12): counted like a cut
+            // before the head.
+            Either::Right(Either::Right(Either::Left(()))) => {
+                pool.stats.drained_cut_total.fetch_add(1, Ordering::Relaxed);
+                RelayEnd::Cut
+            }
             Either::Right(_) => RelayEnd::Cut,
         }
     };
@@ -1861,15 +1867,24 @@ async fn tunnel<E: Env>(
     }
     let up = c.buf.take().unwrap_or_else(|| worker.take_buffer());
     let down = bbuf.take().unwrap_or_else(|| worker.take_buffer());
+    // A tunnel to a removed backend still open when its drain runs out is cut and
+    // counted (C12); a shutdown's cut is not a drain's.
+    let drained = Cell::new(false);
     let drain = async {
-        race(
+        if let Either::Left(()) = race(
             target.drain.cut_at_deadline(env, &pool.name, &target.name),
             worker.cut_signal(),
         )
-        .await;
+        .await
+        {
+            drained.set(true);
+        }
     };
     let (_, up, down) =
         super::tcp::pump_split(env, (c.r, c.w), (br, bw), up, down, s.timeouts.tunnel, None, drain).await;
+    if drained.get() {
+        pool.stats.drained_cut_total.fetch_add(1, Ordering::Relaxed);
+    }
     worker.give_buffer(up);
     worker.give_buffer(down);
 }
