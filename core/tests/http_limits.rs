@@ -301,6 +301,15 @@ fn b8_slow_reader_is_cut_at_the_idle_timeout() {
             started.elapsed()
         );
     }
+    // Backpressure: while the client reads nothing, the backend can write only what the
+    // socket buffers on the way hold (a few MiB each on loopback) and the proxy's
+    // buffer: nothing like the 256 MiB it is asked for.
+    std::thread::sleep(Duration::from_millis(200));
+    let written: u64 = b.conns().iter().map(|c| c.written).sum();
+    assert!(
+        written < 64 * 1024 * 1024,
+        "{written} bytes left the backend for a client that read 16 KiB"
+    );
     // The stalled exchange is cut: the backend's writer ends well before 256 MiB.
     b.wait_until("the big response's connection closed", Duration::from_secs(4), |r| {
         r.first().is_some_and(|c| c.done)

@@ -116,6 +116,8 @@ pub struct ConnRecord {
     pub done: bool,
     /// Why the mock stopped parsing, if it found bytes it could not parse.
     pub parse_error: Option<String>,
+    /// Bytes written to the proxy (the kernel took them).
+    pub written: u64,
 }
 
 type Records = Arc<Mutex<Vec<ConnRecord>>>;
@@ -449,6 +451,7 @@ impl Conn {
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         self.s.write_all(bytes).map_err(|_| Stop::Gone)?;
+        self.record(|r| r.written += bytes.len() as u64);
         self.s.flush().map_err(|_| Stop::Gone)
     }
 
