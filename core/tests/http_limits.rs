@@ -381,6 +381,46 @@ fn b11_pipelined_flood_is_answered_in_order() {
     p.assert_counters_return_to_zero();
 }
 
+/// B11, bounded: 1 000 pipelined requests for 64 KiB answers, none read for a while. The
+/// proxy answers in order and reads the next request only once the previous answer is on
+/// its way, so an unread client holds back its own pipeline: what reached the backend
+/// stops at what the socket buffers hold (about a hundred answers), not the 1 000 (64
+/// MiB) a proxy that read ahead would fetch and keep. Read, everything arrives, in order.
+#[test]
+fn b11_unread_pipeline_stops_at_the_socket_buffers() {
+    let b = MockBackend::normal("a");
+    let p = proxy(&[&b], "");
+    let n = 1000usize;
+    let size = |i: usize| 65_536 + i;
+    let mut reqs = Vec::new();
+    for i in 0..n {
+        let close = if i == n - 1 { "Connection: close\r\n" } else { "" };
+        reqs.extend_from_slice(format!("GET /big/{} HTTP/1.1\r\nHost: a\r\n{close}\r\n", size(i)).as_bytes());
+    }
+    let mut s = connect(p.addr);
+    let mut w = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || w.write_all(&reqs));
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = b.request_count();
+    std::thread::sleep(Duration::from_millis(200));
+    let later = b.request_count();
+    assert!(
+        later < n / 2 && later <= seen + 2,
+        "the backend got {seen} then {later} of {n} requests while the client read nothing"
+    );
+    let mut out = Vec::new();
+    let end = read_until_end(&mut s, &mut out, Duration::from_secs(20));
+    writer.join().expect("writer").expect("written");
+    assert_eq!(end, RawEnd::Eof);
+    let resps = parse_responses(&out).expect("responses");
+    assert_eq!(resps.len(), n);
+    for (i, r) in resps.iter().enumerate() {
+        assert_eq!(r.body.len(), size(i), "response {i} out of order");
+    }
+    assert_eq!(b.request_count(), n);
+    p.assert_counters_return_to_zero();
+}
+
 /// B12: a backend that never answers, with `max_requests_per_backend: 2`: two requests
 /// wait (and get 504 at the response timeout), every other one gets 503 at once; a second
 /// backend in the pool keeps serving.
