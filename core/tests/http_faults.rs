@@ -535,6 +535,29 @@ fn c12_reload_drains_a_removed_backend() {
     p.assert_counters_return_to_zero();
 }
 
+/// A keep-alive connection idle across a reload sends its next request by the new
+/// configuration: the reload replaced backend `a` with `b`, and the next request on the
+/// same connection goes to `b` (it got 503, `a` being drained, when the route was the one
+/// loaded before the wait for that request).
+#[test]
+fn keep_alive_connection_idle_across_a_reload_uses_the_new_pool() {
+    let a = MockBackend::normal("a");
+    let b = MockBackend::normal("b");
+    let p = start_proxy(&http_config(&[a.addr], ""));
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().body_text(), "a /before");
+    p.reload(&http_config(&[b.addr], "")).expect("reload");
+    for i in 0..3 {
+        c.send(format!("GET /after{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!((r.status, r.body_text()), (200, format!("b /after{i}")));
+    }
+    assert_eq!(a.request_count(), 1);
+    drop(c);
+    p.assert_counters_return_to_zero();
+}
+
 /// C12, the deadline: requests still in flight on a removed backend when `drain` runs out
 /// are cut, whether the backend has not answered yet or is mid-body: the client's
 /// connection ends (reset or closed, never by the wait running out) with no status line

@@ -97,6 +97,7 @@ suites! {
     http_client_crash => "http-client-crash.ron",
     http_failover => "http-failover.ron",
     http_fairness_per_request => "http-fairness.ron",
+    http_reloads_under_load => "http-reload-under-load.ron",
 }
 
 fn ron_files(dir: &Path) -> Vec<String> {

@@ -489,9 +489,13 @@ pub async fn serve_connection<E: Env>(
     let mut served = 0u64;
     let mut first = true;
     loop {
-        let route = shared.route();
-        let settings = route.http;
-        let head = match read_head(env, &mut c, &settings, first, worker, shutdown).await {
+        // The head is read under the settings in force when the wait for it begins; the
+        // request is balanced and forwarded under those in force when it has come, so
+        // that a keep-alive connection idle across a reload does not send its next
+        // request by the old pool (a backend the reload added was left out until every
+        // such connection had carried a request).
+        let head_settings = shared.http_settings();
+        let head = match read_head(env, &mut c, &head_settings, first, worker, shutdown).await {
             HeadRead::Head(h) => h,
             HeadRead::Closed => {
                 give_back(worker, &mut c);
@@ -504,6 +508,8 @@ pub async fn serve_connection<E: Env>(
             }
         };
         first = false;
+        let route = shared.route();
+        let settings = route.http;
         let pool = route.pool.clone();
         let next = exchange(env, &mut c, &head, peer, &pool, &settings, worker, upstreams).await;
         match next {

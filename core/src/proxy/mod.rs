@@ -219,6 +219,11 @@ impl ListenerShared {
         self.route.load().settings
     }
 
+    /// The HTTP settings in force (an `http` listener's).
+    pub fn http_settings(&self) -> http::HttpSettings {
+        self.route.load().http
+    }
+
     /// A listener serving `route`, for tests and simulations that drive single
     /// connections.
     pub fn new(name: String, bind: SocketAddr, route: Route) -> ListenerShared {
