@@ -98,6 +98,7 @@ suites! {
     http_failover => "http-failover.ron",
     http_fairness_per_request => "http-fairness.ron",
     http_reloads_under_load => "http-reload-under-load.ron",
+    http_drain_on_removal => "http-drain.ron",
 }
 
 fn ron_files(dir: &Path) -> Vec<String> {
