@@ -99,6 +99,7 @@ suites! {
     http_fairness_per_request => "http-fairness.ron",
     http_reloads_under_load => "http-reload-under-load.ron",
     http_drain_on_removal => "http-drain.ron",
+    http_one_way_client_partition => "http-client-oneway.ron",
 }
 
 fn ron_files(dir: &Path) -> Vec<String> {
