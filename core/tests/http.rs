@@ -188,13 +188,18 @@ fn rejection_table() -> Vec<Row> {
     ] {
         rows.push(row(id, &chunked(body), 400));
     }
-    let mut long_ext = b"5;x=".to_vec();
-    long_ext.extend(std::iter::repeat_n(b'a', 8 * 1024));
-    long_ext.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
-    rows.push(Row {
-        fwd_zero: false,
-        ..row("A10 8 KiB chunk ext (streamed)", &chunked(&long_ext), 400)
-    });
+    for (name, kib) in [
+        ("A10 8 KiB chunk ext (streamed)", 8),
+        ("A10 64 KiB chunk ext (streamed)", 64),
+    ] {
+        let mut long_ext = b"5;x=".to_vec();
+        long_ext.extend(std::iter::repeat_n(b'a', kib * 1024));
+        long_ext.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        rows.push(Row {
+            fwd_zero: false,
+            ..row(name, &chunked(&long_ext), 400)
+        });
+    }
     // A11 space before colon
     rows.push(row("A11 'Host : a'", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400));
     rows.push(row(
@@ -409,23 +414,25 @@ fn a9_request_without_framing_has_no_body() {
     p.assert_counters_return_to_zero();
 }
 
-/// A10: many 1-byte chunks decode to the right body (and the backend gets our framing).
+/// A10: a million 1-byte chunks (6 MB of framing for 1 MB of body) decode to the right
+/// body, and the backend gets our framing (the chunks of one read go out in one write).
 #[test]
 fn a10_many_one_byte_chunks_are_reframed() {
+    const N: usize = 1_000_000;
     let (b, p) = one_backend("");
-    let mut body = Vec::new();
-    for _ in 0..5000 {
+    let mut body = Vec::with_capacity(6 * N + 5);
+    for _ in 0..N {
         body.extend_from_slice(b"1\r\nz\r\n");
     }
     body.extend_from_slice(b"0\r\n\r\n");
     let mut c = Client::connect(p.addr);
     c.send(&chunked(&body));
     let r = c.response();
-    assert_eq!((r.status, r.header("x-body-len")), (200, Some("5000")));
+    assert_eq!((r.status, r.header("x-body-len")), (200, Some("1000000")));
     let req = &b.requests()[0];
-    assert_eq!(req.body, vec![b'z'; 5000]);
+    assert!(req.body == vec![b'z'; N], "the body differs ({} bytes)", req.body.len());
     assert!(
-        req.chunked || req.header("content-length") == Some("5000"),
+        req.chunked || req.header("content-length") == Some("1000000"),
         "{}",
         req.head
     );
