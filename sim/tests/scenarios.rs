@@ -85,6 +85,7 @@ suites! {
     bad_reloads_keep_serving => "reload-bad.ron",
     reloads_under_load => "reload-under-load.ron",
     backend_added_slow_starts => "backend-added.ron",
+    backend_added_during_another_ramp => "backend-added-during-ramp.ron",
     http_refused_backend => "http-refused.ron",
     http_blackhole_connect => "http-blackhole.ron",
     http_reset_after_request => "http-reset.ron",
