@@ -321,6 +321,52 @@ fn b8_slow_reader_is_cut_at_the_idle_timeout() {
     p.assert_counters_return_to_zero();
 }
 
+/// B7, backpressure: a 96 MiB upload to a backend that leaves the body unread for
+/// 600 ms. While it does, the client can write only what the socket buffers on the way
+/// and the proxy's one buffer hold (a few MiB each on loopback), nothing like the whole
+/// body; then the body arrives whole.
+#[test]
+fn b7_upload_to_a_stalled_backend_is_held_back_at_the_client() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    const LEN: usize = 96 * 1024 * 1024;
+    let b = MockBackend::start("a", Behavior::StallBody(Duration::from_millis(600)));
+    let p = proxy(&[&b], "");
+    let mut s = connect(p.addr);
+    s.set_write_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let written = Arc::new(AtomicU64::new(0));
+    let mut w = s.try_clone().expect("clone");
+    let progress = written.clone();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\n\r\n").as_bytes())?;
+        let piece = vec![b'u'; 256 * 1024];
+        for _ in 0..LEN / piece.len() {
+            w.write_all(&piece)?;
+            progress.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    b.wait_until("the upload's head", Duration::from_secs(5), |r| !r.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let held = written.load(Ordering::Relaxed);
+    assert!(
+        held < 48 * 1024 * 1024,
+        "{held} bytes of the body written while the backend read none of it"
+    );
+    writer
+        .join()
+        .expect("writer")
+        .expect("the whole body written once the backend reads");
+    let mut c = Client { s, buf: Vec::new() };
+    let r = c.response();
+    assert_eq!(
+        (r.status, r.header("x-body-len")),
+        (200, Some(LEN.to_string().as_str()))
+    );
+    drop(c);
+    p.assert_counters_return_to_zero();
+}
+
 /// B10: with `max_connections: 2`, a third connection waits in the backlog until a slot
 /// frees; established connections are unaffected; the limit is counted.
 #[test]

@@ -64,6 +64,9 @@ pub enum Behavior {
     /// [`Behavior::Normal`], but a request with `Upgrade` gets `101 Switching Protocols`
     /// and then every byte is echoed back until EOF.
     Upgrade101,
+    /// [`Behavior::Normal`], but after each request head the body is left unread for this
+    /// long (a backend slow to take an upload). B7.
+    StallBody(Duration),
 }
 
 /// A request as the mock backend parsed it.
@@ -499,6 +502,9 @@ impl Conn {
                 .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
             if expects && self.buf.is_empty() {
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+            if let Behavior::StallBody(pause) = behavior {
+                std::thread::sleep(*pause);
             }
             self.read_body(&mut req)?;
             self.record(|r| r.requests.push(req.clone()));
