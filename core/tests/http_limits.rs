@@ -332,7 +332,7 @@ fn b7_upload_to_a_stalled_backend_is_held_back_at_the_client() {
     const LEN: usize = 96 * 1024 * 1024;
     let b = MockBackend::start("a", Behavior::StallBody(Duration::from_millis(600)));
     let p = proxy(&[&b], "");
-    let mut s = connect(p.addr);
+    let s = connect(p.addr);
     s.set_write_timeout(Some(Duration::from_secs(20))).expect("timeout");
     let written = Arc::new(AtomicU64::new(0));
     let mut w = s.try_clone().expect("clone");
