@@ -274,7 +274,8 @@ fn filled(res: io::Result<usize>, pipe: &mut Pipe, poll: &mut bool) -> Option<io
             *poll = false;
             Some(Ok(n))
         }
-        // The pipe is empty, so EAGAIN means the socket has nothing.
+        // The pipe is empty, so EAGAIN means the socket has nothing, or is at TCP urgent
+        // data (the caller asks, see `at_urgent_mark`).
         Err(e) if is_eagain(&e) => {
             *poll = true;
             None
