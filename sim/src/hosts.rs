@@ -745,22 +745,31 @@ pub fn client(sim: &mut turmoil::Sim<'_>, seed: u64, name: &str, client: u16, se
 /// Registers the clock: a turmoil client (the run ends when it returns) that sleeps
 /// until `quiet_at`, then counts the established streams of each host in `running`,
 /// and the balancer's pooled idle backend connections (`balancer` names its host).
+/// The streams are counted again `settle` later (more than a message's latency), and
+/// each host's smaller count is kept: a stream whose close is on the wire at
+/// `quiet_at` (a TCP health probe shuts down as soon as it connects, and its backend
+/// end lives until the FIN arrives) is gone by then, while a leaked one is in both.
 pub fn clock(
     sim: &mut turmoil::Sim<'_>,
     name: &str,
     quiet_at: Duration,
+    settle: Duration,
     running: Rc<RefCell<BTreeMap<String, bool>>>,
     log: SharedLog,
     balancer: (String, WorkerHandle),
 ) {
     sim.client(name, async move {
         tokio::time::sleep(quiet_at.saturating_sub(sim_now())).await;
-        let streams = running
-            .borrow()
-            .iter()
-            .filter(|(_, up)| **up)
-            .map(|(h, _)| (h.clone(), turmoil::established_tcp_stream_count_on(h.as_str())))
-            .collect();
+        let count = || -> Vec<(String, usize)> {
+            running
+                .borrow()
+                .iter()
+                .filter(|(_, up)| **up)
+                .map(|(h, _)| (h.clone(), turmoil::established_tcp_stream_count_on(h.as_str())))
+                .collect()
+        };
+        let at = sim_now();
+        let first = count();
         let (lb, workers) = balancer;
         let pooled_idle = running
             .borrow()
@@ -769,8 +778,17 @@ pub fn clock(
             .unwrap_or(false)
             .then(|| workers.borrow().as_ref().map(|w| w.pooled_idle_connections()))
             .flatten();
+        tokio::time::sleep(settle).await;
+        let second = count();
+        let streams = first
+            .into_iter()
+            .map(|(h, n)| {
+                let later = second.iter().find(|(h2, _)| *h2 == h).map_or(n, |(_, m)| *m);
+                (h, n.min(later))
+            })
+            .collect();
         log.borrow_mut().quiet = Some(crate::log::Quiet {
-            at: sim_now(),
+            at,
             streams,
             pooled_idle,
         });

@@ -457,6 +457,9 @@ pub fn run(p: &Prepared, seed: u64) -> Result<RunOutput, String> {
         &mut sim,
         CLOCK_HOST,
         quiet_at,
+        // Twice the longest message latency: a FIN on the wire at `quiet_at` has
+        // arrived, and its stream is closed.
+        s.network.max_latency.0 * 2 + Duration::from_millis(10),
         running.clone(),
         log.clone(),
         (s.balancer.name.clone(), workers),
