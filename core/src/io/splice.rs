@@ -265,9 +265,15 @@ fn urgent_mark() -> io::Error {
 
 /// Takes in what one io_uring splice from the source into the empty `pipe` said: `Some`
 /// to return (bytes moved, FIN, or an error), `None` to try again, after waiting for the
-/// source (`poll` set) when it said EAGAIN.
+/// source (`poll` set) when it said EAGAIN. `at_mark` says whether the source is at TCP
+/// urgent data ([`at_urgent_mark`]).
 #[cfg(target_os = "linux")]
-fn filled(res: io::Result<usize>, pipe: &mut Pipe, poll: &mut bool) -> Option<io::Result<usize>> {
+fn filled(
+    res: io::Result<usize>,
+    pipe: &mut Pipe,
+    poll: &mut bool,
+    at_mark: impl FnOnce() -> bool,
+) -> Option<io::Result<usize>> {
     match res {
         Ok(n) => {
             pipe.pending += n;
@@ -275,7 +281,8 @@ fn filled(res: io::Result<usize>, pipe: &mut Pipe, poll: &mut bool) -> Option<io
             Some(Ok(n))
         }
         // The pipe is empty, so EAGAIN means the socket has nothing, or is at TCP urgent
-        // data (the caller asks, see `at_urgent_mark`).
+        // data, where splice never goes on.
+        Err(e) if is_eagain(&e) && at_mark() => Some(Err(urgent_mark())),
         Err(e) if is_eagain(&e) => {
             *poll = true;
             None
@@ -383,11 +390,8 @@ impl<'a> Splice<'a> {
                         ops.src_readable().await?;
                     }
                     let res = ops.fill_now(&pipe.write, pipe.capacity.min(max));
-                    if let Some(done) = filled(res, pipe, poll_src) {
+                    if let Some(done) = filled(res, pipe, poll_src, || ops.src_at_urgent_mark()) {
                         break done;
-                    }
-                    if *poll_src && ops.src_at_urgent_mark() {
-                        return Err(urgent_mark());
                     }
                 },
                 Inner::Uring {
@@ -417,14 +421,11 @@ impl<'a> Splice<'a> {
                         // Not reached if the future is dropped at the await above: the
                         // flag then stays set and the pool closes the pipe.
                         pipe.in_flight = false;
-                        if let Some(done) = filled(res, pipe, poll_src) {
+                        if let Some(done) = filled(res, pipe, poll_src, || ops.src_at_urgent_mark()) {
                             if done.is_ok() {
                                 *linked = out;
                             }
                             break done;
-                        }
-                        if *poll_src && ops.src_at_urgent_mark() {
-                            return Err(urgent_mark());
                         }
                     }
                 }
